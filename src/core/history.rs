@@ -1,0 +1,83 @@
+//! A user's recent deliveries, for resume with `since` (SPEC §5).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::delivery::Delivery;
+use super::event::EventName;
+
+/// The last `size` deliveries of one user, none older than `ttl`.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    items: VecDeque<(Instant, Arc<Delivery>)>,
+    /// Every delivery with a seq above this one is still here (or was left
+    /// out on purpose by its own `ttl_ms`): a resume from `since >= floor` is
+    /// complete.
+    floor: u64,
+}
+
+/// What a resume replays, computed atomically with the registration it
+/// belongs to, so nothing falls between the replay and the live stream.
+#[derive(Debug)]
+pub struct Replay {
+    /// The deliveries after `from`, oldest first, on the connection's events.
+    pub deliveries: Vec<Arc<Delivery>>,
+    /// The `since` the client gave.
+    pub from: u64,
+    /// The user's seq when the replay was taken; live deliveries follow it.
+    pub to: u64,
+    /// False when history no longer reaches back to `from`.
+    pub complete: bool,
+}
+
+impl History {
+    /// Keeps `delivery`, evicting the oldest beyond `size`.
+    pub(crate) fn remember(&mut self, delivery: Arc<Delivery>, size: usize, now: Instant) {
+        if size == 0 {
+            return;
+        }
+        while self.items.len() >= size {
+            self.evict_front();
+        }
+        self.items.push_back((now, delivery));
+    }
+
+    fn evict_front(&mut self) {
+        if let Some((_, d)) = self.items.pop_front() {
+            self.floor = self.floor.max(d.seq.unwrap_or(0));
+        }
+    }
+
+    /// True when nothing is kept.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Drops what is older than `ttl`. Returns true when nothing is left.
+    pub(crate) fn expire(&mut self, ttl: Duration, now: Instant) -> bool {
+        while self.items.front().is_some_and(|(at, _)| now.duration_since(*at) > ttl) {
+            self.evict_front();
+        }
+        self.items.is_empty()
+    }
+
+    /// The deliveries after `since` on any of `events`, with `current` the
+    /// user's latest seq.
+    pub(crate) fn replay(&self, since: u64, current: u64, events: &[EventName], now: Instant) -> Replay {
+        let complete = since >= self.floor && since <= current;
+        let deliveries = if since > current {
+            Vec::new()
+        } else {
+            self.items
+                .iter()
+                .map(|(_, d)| d)
+                .filter(|d| d.seq.is_some_and(|s| s > since))
+                .filter(|d| d.replay_until.is_none_or(|until| now < until))
+                .filter(|d| events.contains(&d.event))
+                .cloned()
+                .collect()
+        };
+        Replay { deliveries, from: since, to: current, complete }
+    }
+}

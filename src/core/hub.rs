@@ -1,0 +1,428 @@
+//! The registry of users, their connections and subscriptions, and the one
+//! place a push fans out from.
+//!
+//! Users are spread over shards, each behind a `std::sync::Mutex`: nothing
+//! awaits while a shard is locked, so an async mutex would only add cost.
+//! Everything that must be atomic per user — the next `seq`, the fan-out to
+//! every connection, the history, and a registration with its replay —
+//! happens under that user's shard lock, which is what keeps per-user order.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::close::{CloseCode, CloseReason};
+use super::delivery::{Delivery, Payload};
+use super::event::{EventError, EventName, validate_event};
+use super::history::{History, Replay};
+use super::outbox::{Offer, Outbox, SlowPolicy};
+use super::stats::{Stats, StatsSnapshot};
+
+/// A user id, shared by reference count.
+pub type UserId = Arc<str>;
+
+/// The hub's limits and policies. Defaults are SPEC's.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Bytes a connection may have queued (default 256 KiB).
+    pub conn_queue_bytes: usize,
+    /// What an overflowing queue does (default: close with 4000).
+    pub slow_policy: SlowPolicy,
+    /// Events one connection may subscribe to (default 64).
+    pub max_events_per_conn: usize,
+    /// Live connections one user may have (default 64).
+    pub max_connections_per_user: usize,
+    /// Largest payload accepted (default 64 KiB).
+    pub max_message_bytes: usize,
+    /// Deliveries kept per user for resume (default 64; 0 turns history off).
+    pub history_size: usize,
+    /// How long history is kept (default 5 min).
+    pub history_ttl: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            conn_queue_bytes: 256 * 1024,
+            slow_policy: SlowPolicy::Close,
+            max_events_per_conn: 64,
+            max_connections_per_user: 64,
+            max_message_bytes: 64 * 1024,
+            history_size: 64,
+            history_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One push as a producer asks for it.
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub user_id: String,
+    pub event: String,
+    pub payload: Payload,
+    /// Not replayed from history after this long.
+    pub ttl: Option<Duration>,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Connections the delivery was queued to.
+    pub delivered: u32,
+    /// The user's seq given to it (0 when the user has neither connections nor
+    /// history, so nothing was numbered).
+    pub seq: u64,
+}
+
+/// Why a push (or broadcast) was refused. Each message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("user_id must not be empty")]
+    EmptyUser,
+    #[error("event: {0}")]
+    BadEvent(EventError),
+    #[error("{field} is {size} bytes, larger than the limit of {max} (--max-message-bytes)")]
+    TooLarge { field: &'static str, size: usize, max: usize },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a connection could not join or subscribe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("user has {0} connections, the most allowed (--max-connections-per-user)")]
+    UserLimit(usize),
+    #[error("a connection may subscribe to at most {0} events (--max-events-per-conn)")]
+    TooManyEvents(usize),
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// A connection's identity in the hub.
+pub type ConnId = u64;
+
+#[derive(Debug)]
+struct Member {
+    id: ConnId,
+    events: Vec<EventName>,
+    outbox: Arc<Outbox>,
+}
+
+#[derive(Debug, Default)]
+struct UserEntry {
+    seq: u64,
+    members: Vec<Member>,
+    history: History,
+}
+
+type Shard = HashMap<UserId, UserEntry>;
+
+/// The result of a join or a subscribe.
+#[derive(Debug)]
+pub struct Joined {
+    /// All events the connection is subscribed to now.
+    pub events: Vec<EventName>,
+    /// The user's latest seq.
+    pub seq: u64,
+    /// The replay asked for with `since`.
+    pub replay: Option<Replay>,
+}
+
+/// The registry. Share it as `Arc<Hub>`.
+#[derive(Debug)]
+pub struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    config: HubConfig,
+    next_conn: AtomicU64,
+    closing: AtomicBool,
+    stats: Stats,
+}
+
+const SHARDS: usize = 64;
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            config,
+            next_conn: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// A fresh connection id, unique in this process.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// An empty outbox with this hub's queue cap and slow policy.
+    pub fn new_outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(self.config.conn_queue_bytes, self.config.slow_policy))
+    }
+
+    fn shard(&self, user: &str) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(user) as usize) % self.shards.len();
+        // See Outbox::lock: a poisoned shard is still consistent.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Counters and gauges of this hub.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Refuses pushes and joins from now on (shutdown).
+    pub fn begin_shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Checks a push's fields against the grammar and limits.
+    pub fn validate(&self, user_id: &str, event: &str, payload: &Payload) -> Result<(), PushError> {
+        if user_id.is_empty() {
+            return Err(PushError::EmptyUser);
+        }
+        validate_event(event).map_err(PushError::BadEvent)?;
+        self.validate_payload(payload)
+    }
+
+    fn validate_payload(&self, payload: &Payload) -> Result<(), PushError> {
+        let max = self.config.max_message_bytes;
+        if payload.len() > max {
+            let field = match payload {
+                Payload::Text(_) => "message",
+                Payload::Binary(_) => "data",
+            };
+            return Err(PushError::TooLarge { field, size: payload.len(), max });
+        }
+        Ok(())
+    }
+
+    /// Numbers `push` with the user's next seq and queues it to every live
+    /// connection of the user subscribed to its event. Never waits on a
+    /// connection; costs one allocation plus one queue insert per connection.
+    pub fn publish(&self, push: Push) -> Result<Published, PushError> {
+        self.validate(&push.user_id, &push.event, &push.payload)?;
+        if self.is_shutting_down() {
+            return Err(PushError::ShuttingDown);
+        }
+        let now = Instant::now();
+        let mut shard = self.shard(&push.user_id);
+        let entry = match shard.get_mut(push.user_id.as_str()) {
+            Some(entry) => entry,
+            None if self.config.history_size > 0 => shard.entry(Arc::from(push.user_id)).or_default(),
+            None => {
+                self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+                return Ok(Published::default());
+            }
+        };
+        entry.seq += 1;
+        let seq = entry.seq;
+        let replay_until = push.ttl.map(|ttl| now + ttl);
+        let delivery = Arc::new(Delivery::new(Arc::from(push.event), Some(seq), push.payload, replay_until));
+        let delivered = self.fan_out(&entry.members, &delivery);
+        entry.history.remember(delivery, self.config.history_size, now);
+        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+        Ok(Published { delivered, seq })
+    }
+
+    /// Queues `delivery` to each member subscribed to its event.
+    fn fan_out(&self, members: &[Member], delivery: &Arc<Delivery>) -> u32 {
+        let mut delivered = 0;
+        for member in members.iter().filter(|m| m.events.contains(&delivery.event)) {
+            match member.outbox.offer(Arc::clone(delivery)) {
+                Offer::Queued { dropped } => {
+                    delivered += 1;
+                    self.stats.drops.fetch_add(u64::from(dropped), Ordering::Relaxed);
+                }
+                Offer::Overflowed { dropped } => {
+                    self.stats.drops.fetch_add(u64::from(dropped), Ordering::Relaxed);
+                }
+                Offer::Closed => {}
+            }
+        }
+        self.stats.deliveries.fetch_add(u64::from(delivered), Ordering::Relaxed);
+        delivered
+    }
+
+    /// Queues one delivery, encoded once and without a seq, to every
+    /// connection subscribed to `event` — only those of `users` when it is not
+    /// empty. Costs a walk over every user when `users` is empty.
+    pub fn broadcast(&self, event: &str, payload: Payload, users: &[String]) -> Result<u32, PushError> {
+        validate_event(event).map_err(PushError::BadEvent)?;
+        self.validate_payload(&payload)?;
+        if self.is_shutting_down() {
+            return Err(PushError::ShuttingDown);
+        }
+        let delivery = Arc::new(Delivery::new(Arc::from(event), None, payload, None));
+        let mut delivered = 0;
+        if users.is_empty() {
+            for shard in self.each_shard() {
+                delivered += shard.values().map(|e| self.fan_out(&e.members, &delivery)).sum::<u32>();
+            }
+        } else {
+            for user in users {
+                if let Some(entry) = self.shard(user).get(user.as_str()) {
+                    delivered += self.fan_out(&entry.members, &delivery);
+                }
+            }
+        }
+        self.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
+        Ok(delivered)
+    }
+
+    /// Closes the user's connections (only those subscribed to `event` when
+    /// given) with 4502 and removes them from the registry at once. Returns
+    /// how many.
+    pub fn disconnect(&self, user: &str, event: Option<&str>) -> u32 {
+        let mut shard = self.shard(user);
+        let Some(entry) = shard.get_mut(user) else { return 0 };
+        let (gone, kept): (Vec<Member>, Vec<Member>) = std::mem::take(&mut entry.members)
+            .into_iter()
+            .partition(|m| event.is_none_or(|e| m.events.iter().any(|x| &**x == e)));
+        entry.members = kept;
+        for (i, member) in gone.iter().enumerate() {
+            member.outbox.close(CloseReason::new(CloseCode::Disconnected));
+            self.stats.left(member.events.len(), i + 1 == gone.len() && entry.members.is_empty());
+        }
+        Self::prune(&mut shard, user);
+        gone.len() as u32
+    }
+
+    /// Live connections of each user, in the order given.
+    pub fn online(&self, users: &[String]) -> Vec<u32> {
+        users.iter().map(|u| self.shard(u).get(u.as_str()).map_or(0, |e| e.members.len() as u32)).collect()
+    }
+
+    /// Registers connection `id` of `user` with `events`, replaying history
+    /// after `since` atomically with the registration.
+    pub fn join(
+        &self,
+        user: &UserId,
+        id: ConnId,
+        outbox: Arc<Outbox>,
+        events: &[EventName],
+        since: Option<u64>,
+    ) -> Result<Joined, JoinError> {
+        if self.is_shutting_down() {
+            return Err(JoinError::ShuttingDown);
+        }
+        let max_events = self.config.max_events_per_conn;
+        let mut subscribed: Vec<EventName> = Vec::with_capacity(events.len());
+        add_events(&mut subscribed, events, max_events)?;
+        let mut shard = self.shard(user);
+        let entry = shard.entry(Arc::clone(user)).or_default();
+        if entry.members.len() >= self.config.max_connections_per_user {
+            let n = entry.members.len();
+            Self::prune(&mut shard, user);
+            return Err(JoinError::UserLimit(n));
+        }
+        self.stats.joined(subscribed.len(), entry.members.is_empty());
+        let replay = since.map(|s| entry.history.replay(s, entry.seq, &subscribed, Instant::now()));
+        entry.members.push(Member { id, events: subscribed.clone(), outbox });
+        Ok(Joined { events: subscribed, seq: entry.seq, replay })
+    }
+
+    /// Adds `events` to a joined connection; replays after `since` for them.
+    pub fn subscribe(
+        &self,
+        user: &str,
+        id: ConnId,
+        events: &[EventName],
+        since: Option<u64>,
+    ) -> Result<Joined, JoinError> {
+        let max_events = self.config.max_events_per_conn;
+        let mut shard = self.shard(user);
+        let entry = shard.get_mut(user).ok_or(JoinError::ShuttingDown)?;
+        let seq = entry.seq;
+        let member = entry.members.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
+        let before = member.events.len();
+        add_events(&mut member.events, events, max_events)?;
+        self.stats.subscriptions.fetch_add((member.events.len() - before) as u64, Ordering::Relaxed);
+        let events = member.events.clone();
+        let replay = since.map(|s| entry.history.replay(s, seq, events.as_slice(), Instant::now()));
+        Ok(Joined { events, seq, replay })
+    }
+
+    /// Removes `events` from a joined connection; returns what it still has.
+    pub fn unsubscribe(&self, user: &str, id: ConnId, events: &[EventName]) -> Vec<EventName> {
+        let mut shard = self.shard(user);
+        let Some(member) = shard.get_mut(user).and_then(|e| e.members.iter_mut().find(|m| m.id == id)) else {
+            return Vec::new();
+        };
+        let before = member.events.len();
+        member.events.retain(|e| !events.contains(e));
+        self.stats.subscriptions.fetch_sub((before - member.events.len()) as u64, Ordering::Relaxed);
+        member.events.clone()
+    }
+
+    /// Removes connection `id` of `user`. Idempotent.
+    pub fn leave(&self, user: &str, id: ConnId) {
+        let mut shard = self.shard(user);
+        let Some(entry) = shard.get_mut(user) else { return };
+        if let Some(i) = entry.members.iter().position(|m| m.id == id) {
+            let member = entry.members.swap_remove(i);
+            self.stats.left(member.events.len(), entry.members.is_empty());
+        }
+        Self::prune(&mut shard, user);
+    }
+
+    /// Drops a user's entry once it has neither connections nor history.
+    fn prune(shard: &mut Shard, user: &str) {
+        if shard.get(user).is_some_and(|e| e.members.is_empty() && e.history.is_empty()) {
+            shard.remove(user);
+        }
+    }
+
+    /// Expires history older than the history TTL and drops entries left
+    /// empty. Called periodically by the heartbeat.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let ttl = self.config.history_ttl;
+        for mut shard in self.each_shard() {
+            shard.retain(|_, e| !(e.history.expire(ttl, now) && e.members.is_empty()));
+        }
+    }
+
+    /// A snapshot of every joined connection's outbox (for heartbeats and
+    /// shutdown), taken shard by shard.
+    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        let mut all = Vec::new();
+        for shard in self.each_shard() {
+            all.extend(shard.values().flat_map(|e| e.members.iter().map(|m| Arc::clone(&m.outbox))));
+        }
+        all
+    }
+}
+
+/// Adds the events of `new` not yet in `events`, within `max`.
+fn add_events(events: &mut Vec<EventName>, new: &[EventName], max: usize) -> Result<(), JoinError> {
+    for e in new {
+        if !events.contains(e) {
+            if events.len() >= max {
+                return Err(JoinError::TooManyEvents(max));
+            }
+            events.push(Arc::clone(e));
+        }
+    }
+    Ok(())
+}

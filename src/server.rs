@@ -1,0 +1,166 @@
+//! The one place that wires the adapters to the hub: binds the listeners,
+//! starts the tasks, and owns shutdown (SPEC §2).
+//!
+//! Listeners, the authenticator and the shutdown trigger are injected, so tests
+//! bind `127.0.0.1:0` and drive the very same [`start`] as `main`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AuthMode, Config};
+use crate::core::{ApiKeys, Authenticator, CloseCode, CloseReason, Hub, TokenIsUser, TokenTable};
+use crate::{grpc, http, ws};
+
+/// The two bound listeners.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub internal: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners at the configured addresses with the configured
+    /// accept backlog.
+    pub fn bind(config: &Config) -> io::Result<Self> {
+        Ok(Self {
+            public: bind(config.public.addr, config.listen_backlog)?,
+            internal: bind(config.internal.addr, config.listen_backlog)?,
+        })
+    }
+}
+
+/// Binds `addr` with an explicit listen backlog (SPEC §7: a reconnect storm
+/// must not be held back by the kernel's default accept queue).
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// The authenticator `config` asks for.
+pub fn authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, crate::core::auth::TokenTableError> {
+    Ok(match config.auth.mode {
+        AuthMode::None => {
+            tracing::warn!("--auth none: the browser's token is taken as its user id; use only for development");
+            Arc::new(TokenIsUser)
+        }
+        AuthMode::Tokens => {
+            let path = config.auth.tokens_file.as_deref().unwrap_or(std::path::Path::new(""));
+            Arc::new(TokenTable::load(path)?)
+        }
+    })
+}
+
+/// A started gateway.
+pub struct Running {
+    /// Where browsers connect.
+    pub public_addr: SocketAddr,
+    /// Where producers connect.
+    pub internal_addr: SocketAddr,
+    /// The hub, for embedding programs and tests.
+    pub hub: Arc<Hub>,
+    trigger: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the graceful shutdown, as SIGTERM does.
+    pub fn shutdown(&self) {
+        self.trigger.cancel();
+    }
+
+    /// Waits until shutdown has completed.
+    pub async fn wait(self) {
+        if let Err(e) = self.done.await {
+            tracing::error!(error = %e, "shutdown task failed");
+        }
+    }
+}
+
+/// Starts the gateway on `listeners`. It shuts down gracefully when `signal`
+/// completes or [`Running::shutdown`] is called.
+pub async fn start(
+    config: Config,
+    listeners: Listeners,
+    auth: Arc<dyn Authenticator>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<Running> {
+    let public_addr = listeners.public.local_addr()?;
+    let internal_addr = listeners.internal.local_addr()?;
+    let hub = Hub::new(config.hub.clone());
+    let keys = ApiKeys::new(&config.internal.api_keys);
+    let accept = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let grpc = grpc::services(Arc::clone(&hub), keys.clone()).await;
+    let internal = http::router(Arc::clone(&hub), keys).merge(grpc.routes);
+    tokio::spawn(http::serve(listeners.internal, internal, accept.clone(), tracker.clone()));
+    let ctx = ws::WsContext {
+        hub: Arc::clone(&hub),
+        auth,
+        config: config.public.clone(),
+        shutdown: accept.clone(),
+        tracker: tracker.clone(),
+    };
+    tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
+    tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), config.heartbeat, accept.clone()));
+    tracing::info!(%public_addr, %internal_addr, "pushgate listening");
+
+    let trigger = CancellationToken::new();
+    let stop = trigger.clone();
+    let drain = Drain { hub: Arc::clone(&hub), accept, tracker, health: grpc.health, timeout: config.drain_timeout };
+    let done = tokio::spawn(async move {
+        tokio::select! {
+            () = signal => {}
+            () = stop.cancelled() => {}
+        }
+        drain.run().await;
+    });
+    Ok(Running { public_addr, internal_addr, hub, trigger, done })
+}
+
+/// The shutdown sequence.
+struct Drain {
+    hub: Arc<Hub>,
+    accept: CancellationToken,
+    tracker: TaskTracker,
+    health: tonic_health::server::HealthReporter,
+    timeout: Duration,
+}
+
+impl Drain {
+    /// Reports not-ready, stops accepting, refuses new pushes, closes browser
+    /// sockets with 1001 spread over half the drain timeout (each with a
+    /// `reconnect_after_ms` hint), and waits for connection tasks until the
+    /// drain timeout.
+    async fn run(self) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        tracing::info!(timeout = ?self.timeout, "shutting down");
+        self.hub.begin_shutdown();
+        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.health.set_service_status("pushgate.v1.PushService", tonic_health::ServingStatus::NotServing).await;
+        self.accept.cancel();
+        self.tracker.close();
+        let outboxes = self.hub.outboxes();
+        let spread = self.timeout / 2;
+        let n = outboxes.len().max(1) as u32;
+        let start = tokio::time::Instant::now();
+        for (i, outbox) in outboxes.iter().enumerate() {
+            tokio::time::sleep_until(start + spread * i as u32 / n).await;
+            let hint = (i as u64 * 997) % 2000;
+            outbox.close(CloseReason::with_reconnect_after(CloseCode::GoingAway, hint));
+        }
+        if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
+            tracing::warn!(left = self.tracker.len(), "drain timeout: connections still open are dropped");
+        }
+        tracing::info!("shutdown complete");
+    }
+}
