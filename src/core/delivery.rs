@@ -79,6 +79,8 @@ pub struct Delivery {
     pub seq: Option<u64>,
     /// Acceptance time, Unix milliseconds.
     pub ts_ms: u64,
+    /// Acceptance time on the monotonic clock, for the push→write latency.
+    pub accepted: Instant,
     /// The payload.
     pub payload: Payload,
     /// After this instant the delivery is not replayed from history.
@@ -91,7 +93,8 @@ pub struct Delivery {
 impl Delivery {
     /// A delivery accepted now.
     pub fn new(event: EventName, seq: Option<u64>, payload: Payload, replay_until: Option<Instant>) -> Self {
-        Self { event, seq, ts_ms: unix_ms(), payload, replay_until, encoded: OnceLock::new() }
+        let accepted = Instant::now();
+        Self { event, seq, ts_ms: unix_ms(), accepted, payload, replay_until, encoded: OnceLock::new() }
     }
 
     /// The frame encoded by `encode`, computed on first use and then shared by

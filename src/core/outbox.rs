@@ -174,6 +174,16 @@ impl Outbox {
         Poll::Ready(Drained { ping, close: q.close.clone() })
     }
 
+    /// Registers `cx`'s waker like [`Outbox::poll_drain`] but takes nothing:
+    /// `Ready` once a close was asked for. For a writer whose socket is
+    /// blocked: deliveries stay here, under the byte cap and the slow policy,
+    /// while a close (overflow, disconnect, pong timeout, shutdown) still
+    /// wakes it.
+    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.lock().close.is_some() { Poll::Ready(()) } else { Poll::Pending }
+    }
+
     /// Bytes queued now (for accounting and tests).
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes

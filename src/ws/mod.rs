@@ -1,13 +1,45 @@
 //! The public listener: `GET /ws` upgrades (SPEC §3), `/healthz`, `/readyz`.
+//!
+//! # Layout
+//! - this file: the accept loop and the one task each connection gets;
+//! - [`handshake`]: HTTP routing and the upgrade checks (origin, token,
+//!   sub-protocol), all refused with an HTTP status before the upgrade;
+//! - `session`: a connection's life after the upgrade — the register phase
+//!   (the only one with a timer), then the live loop that reads the socket and
+//!   drains the connection's outbox in one task;
+//! - `protocol`: client messages; `envelope`: server frames; `close`: the one
+//!   mapping from the core's close codes to close frames.
+//!
+//! Each connection costs one task. Until the upgrade it runs hyper's HTTP/1
+//! connection (boxed, so its memory is freed at the upgrade); after it, the
+//! task holds only the WebSocket stream, the session state and the outbox.
 
+mod close;
+mod envelope;
+mod handshake;
+mod live;
+mod origin;
+mod protocol;
+mod register;
+mod session;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::config::PublicConfig;
 use crate::core::{Authenticator, Hub};
+
+pub use handshake::ENVELOPE_PROTOCOL;
 
 /// What the public listener needs, injected by `server`.
 pub struct WsContext {
@@ -21,8 +53,107 @@ pub struct WsContext {
     pub tracker: TaskTracker,
 }
 
-/// Accepts browser connections on `listener` until shutdown.
+/// Which protocol a connection speaks, chosen by its sub-protocol offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `pushgate.v1`: JSON envelopes (SPEC §3.3).
+    Envelope,
+    /// No sub-protocol: exactly wserver's frames (SPEC §3.4).
+    Compat,
+}
+
+/// State shared by every connection of one listener.
+struct Listener {
+    ctx: Arc<WsContext>,
+    http: http1::Builder,
+    sessions: Sessions,
+}
+
+/// The count of upgraded connections, against `--max-connections`.
+struct Sessions {
+    live: AtomicUsize,
+    max: usize,
+}
+
+/// One counted session; uncounted when dropped.
+struct SessionSlot<'a>(&'a AtomicUsize);
+
+impl Sessions {
+    /// A slot, or `None` when the limit is reached.
+    fn acquire(&self) -> Option<SessionSlot<'_>> {
+        let before = self.live.fetch_add(1, Ordering::AcqRel);
+        let slot = SessionSlot(&self.live);
+        (before < self.max).then_some(slot)
+    }
+}
+
+impl Drop for SessionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts browser connections on `listener` until shutdown. Each connection
+/// is served by one task on `ctx.tracker`.
 pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
-    let _ = (listener, ctx);
-    todo!("ws adapter")
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(ctx.config.handshake_timeout);
+    let sessions = Sessions { live: AtomicUsize::new(0), max: ctx.config.max_connections };
+    let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http, sessions });
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                ctx.tracker.spawn(connection(Arc::clone(&shared), stream, peer));
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off a little
+                // rather than spin on an accept that keeps failing.
+                tracing::warn!(%error, "accept failed");
+                let pause = tokio::time::sleep(Duration::from_millis(50));
+                if ctx.shutdown.run_until_cancelled(pause).await.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!("public listener stopped accepting");
+}
+
+/// Serves one TCP connection: HTTP/1 until an upgrade, then the session.
+async fn connection(listener: Arc<Listener>, stream: TcpStream, peer: SocketAddr) {
+    let id = listener.ctx.hub.next_conn_id();
+    let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
+    async move {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY");
+        }
+        let pending = handshake::Pending::default();
+        let listener = &*listener;
+        {
+            let service = service_fn(|req| handshake::respond(listener, &pending, req));
+            // Boxed so that hyper's connection state is freed at the upgrade.
+            let mut conn = Box::pin(listener.http.serve_connection(TokioIo::new(stream), service).with_upgrades());
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = listener.ctx.shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "http connection ended");
+            }
+        }
+        let accepted = pending.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(accepted) = accepted {
+            tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");
+            session::run(&listener.ctx, accepted, id).await;
+        }
+    }
+    .instrument(span)
+    .await
 }

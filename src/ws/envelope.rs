@@ -1,0 +1,201 @@
+//! Server → client frames: the envelope mode's JSON messages (SPEC §3.3) and
+//! how a delivery becomes a frame in each mode.
+//!
+//! # Binary pushes in envelope mode
+//! A binary push arrives as one binary frame laid out as:
+//!
+//! ```text
+//! +----------------+------------------------------+-----------------+
+//! | N: u16, big    | N bytes: UTF-8 JSON header   | the raw payload |
+//! | endian         | {"event":"a","seq":42,       | (rest of frame) |
+//! |                |  "ts":1764300000123}         |                 |
+//! +----------------+------------------------------+-----------------+
+//! ```
+//!
+//! The header has the same `event`, `seq` and `ts` as a text push's
+//! envelope; `seq` is absent for a broadcast. N is at most a few hundred
+//! (event names are at most 128 bytes).
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::Mode;
+use crate::core::{ConnId, Delivery, EventName, Payload, Replay};
+
+/// The frame that carries `delivery` to a connection in `mode`. In envelope
+/// mode the frame is encoded once per delivery and shared by every connection
+/// (`Delivery::encoded`); in the wserver-compatible mode it is the payload
+/// itself. Neither copies the payload per connection.
+pub(super) fn delivery(mode: Mode, delivery: &Delivery) -> Option<Message> {
+    match (mode, &delivery.payload) {
+        (Mode::Compat, Payload::Text(text)) => {
+            // SAFETY: `core::Text` holds valid UTF-8 by construction (its only
+            // constructors take `String` or `&str`, and `Bytes` is immutable),
+            // see src/core/delivery.rs.
+            Some(Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(text.bytes().clone()) }))
+        }
+        (Mode::Compat, Payload::Binary(bytes)) => Some(Message::Binary(bytes.clone())),
+        (Mode::Envelope, Payload::Text(_)) => match Utf8Bytes::try_from(delivery.encoded(encode).clone()) {
+            Ok(text) => Some(Message::Text(text)),
+            Err(e) => {
+                tracing::error!(error = %e, "envelope of a text push is not UTF-8; frame skipped");
+                None
+            }
+        },
+        (Mode::Envelope, Payload::Binary(_)) => Some(Message::Binary(delivery.encoded(encode).clone())),
+    }
+}
+
+/// The envelope-mode frame body of `d`: a JSON text for a text payload, the
+/// binary layout of the module docs for a binary one.
+fn encode(d: &Delivery) -> Bytes {
+    match &d.payload {
+        Payload::Text(text) => {
+            let mut out = String::with_capacity(text.as_str().len() + d.event.len() + 72);
+            out.push_str(r#"{"type":"push","event":"#);
+            push_json_str(&mut out, &d.event);
+            push_seq_ts(&mut out, d);
+            out.push_str(r#","data":"#);
+            push_json_str(&mut out, text.as_str());
+            out.push('}');
+            Bytes::from(out)
+        }
+        Payload::Binary(payload) => {
+            let mut header = String::with_capacity(d.event.len() + 56);
+            header.push_str(r#"{"event":"#);
+            push_json_str(&mut header, &d.event);
+            push_seq_ts(&mut header, d);
+            header.push('}');
+            // Event names are at most 128 bytes, so the header is far below 64 KiB.
+            let len = u16::try_from(header.len()).unwrap_or(u16::MAX);
+            let mut out = BytesMut::with_capacity(2 + header.len() + payload.len());
+            out.put_u16(len);
+            out.put_slice(header.as_bytes());
+            out.put_slice(payload);
+            out.freeze()
+        }
+    }
+}
+
+/// `,"seq":N` (omitted for a broadcast) and `,"ts":T`.
+fn push_seq_ts(out: &mut String, d: &Delivery) {
+    // Writing into a String cannot fail.
+    if let Some(seq) = d.seq {
+        let _ = write!(out, r#","seq":{seq}"#);
+    }
+    let _ = write!(out, r#","ts":{}"#, d.ts_ms);
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}"); // cannot fail, see above
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn text(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+/// `{"type":"registered","user":..,"conn":"<id>","events":[..],"seq":N}`.
+pub(super) fn registered(user: &str, conn: ConnId, events: &[EventName], seq: u64) -> Message {
+    let events: Vec<&str> = events.iter().map(|e| &**e).collect();
+    text(json!({"type": "registered", "user": user, "conn": conn.to_string(), "events": events, "seq": seq}))
+}
+
+/// `{"type":"recovered","from":F,"to":T,"complete":bool}` after a replay.
+pub(super) fn recovered(replay: &Replay) -> Message {
+    text(json!({"type": "recovered", "from": replay.from, "to": replay.to, "complete": replay.complete}))
+}
+
+/// `{"type":"subscribed"|"unsubscribed","events":[all the connection has now]}`.
+pub(super) fn subscriptions(kind: &'static str, events: &[EventName]) -> Message {
+    let events: Vec<&str> = events.iter().map(|e| &**e).collect();
+    text(json!({"type": kind, "events": events}))
+}
+
+/// `{"type":"refreshed"}`.
+pub(super) fn refreshed() -> Message {
+    Message::Text(Utf8Bytes::from_static(r#"{"type":"refreshed"}"#))
+}
+
+/// `{"type":"pong"}`.
+pub(super) fn pong() -> Message {
+    Message::Text(Utf8Bytes::from_static(r#"{"type":"pong"}"#))
+}
+
+/// `{"type":"error","code":..,"message":..}`: a bad request that does not end
+/// the connection.
+pub(super) fn error(code: &str, message: &str) -> Message {
+    text(json!({"type": "error", "code": code, "message": message}))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn push(payload: Payload, seq: Option<u64>) -> Delivery {
+        Delivery::new(Arc::from("a"), seq, payload, None)
+    }
+
+    #[test]
+    fn text_envelope_is_json_with_escaped_data() {
+        let d = push(Payload::text("he said \"hi\"\n\u{1}é"), Some(42));
+        let Some(Message::Text(t)) = delivery(Mode::Envelope, &d) else { panic!("not text") };
+        let v: serde_json::Value = serde_json::from_str(&t).expect("valid JSON");
+        assert_eq!(v["type"], "push");
+        assert_eq!(v["event"], "a");
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["ts"], d.ts_ms);
+        assert_eq!(v["data"], "he said \"hi\"\n\u{1}é");
+    }
+
+    #[test]
+    fn broadcast_has_no_seq() {
+        let d = push(Payload::text("x"), None);
+        let Some(Message::Text(t)) = delivery(Mode::Envelope, &d) else { panic!("not text") };
+        let v: serde_json::Value = serde_json::from_str(&t).expect("valid JSON");
+        assert!(v.get("seq").is_none(), "{t}");
+    }
+
+    #[test]
+    fn binary_layout() {
+        let d = push(Payload::Binary(Bytes::from_static(&[0, 1, 2, 255])), Some(7));
+        let Some(Message::Binary(b)) = delivery(Mode::Envelope, &d) else { panic!("not binary") };
+        let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+        let header: serde_json::Value = serde_json::from_slice(&b[2..2 + n]).expect("JSON header");
+        assert_eq!(header["event"], "a");
+        assert_eq!(header["seq"], 7);
+        assert_eq!(&b[2 + n..], &[0, 1, 2, 255]);
+    }
+
+    #[test]
+    fn compat_frames_are_the_payload() {
+        let d = push(Payload::text("raw"), Some(1));
+        assert_eq!(delivery(Mode::Compat, &d), Some(Message::text("raw")));
+    }
+}

@@ -1,0 +1,240 @@
+//! The HTTP side of the public listener: routing, and the WebSocket upgrade
+//! with its checks (SPEC §3.1) — origin (403), token (401, or 503 when the
+//! authenticator cannot decide), sub-protocol choice. Everything refused here
+//! is refused before the upgrade, with a plain HTTP status.
+
+use std::convert::Infallible;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::{Listener, Mode, SessionSlot, origin};
+use crate::core::{AuthError, Identity};
+
+/// The sub-protocol that selects the envelope mode.
+pub const ENVELOPE_PROTOCOL: &str = "pushgate.v1";
+
+/// An accepted upgrade, handed from the HTTP service to the connection task.
+pub(super) struct Accepted<'a> {
+    pub upgrade: OnUpgrade,
+    pub mode: Mode,
+    /// The identity of a token given at the handshake.
+    pub identity: Option<Identity>,
+    /// `None` when `--max-connections` was reached: the session closes with
+    /// 4003 right after the upgrade (SPEC §7).
+    pub slot: Option<SessionSlot<'a>>,
+}
+
+/// Where the service leaves an accepted upgrade for its connection task.
+pub(super) type Pending<'a> = Mutex<Option<Accepted<'a>>>;
+
+type Reply = Response<Full<Bytes>>;
+
+/// Answers one HTTP request of the public listener.
+pub(super) async fn respond<'a>(
+    listener: &'a Listener,
+    pending: &Pending<'a>,
+    mut req: Request<Incoming>,
+) -> Result<Reply, Infallible> {
+    let ctx = &listener.ctx;
+    let path = req.uri().path();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let known = path == ctx.config.ws_path || path == "/healthz" || path == "/readyz";
+        let status = if known { StatusCode::METHOD_NOT_ALLOWED } else { StatusCode::NOT_FOUND };
+        return Ok(plain(status, "", &[(header::ALLOW, "GET")]));
+    }
+    let reply = if path == ctx.config.ws_path {
+        match upgrade(listener, &mut req).await {
+            Ok((accepted, reply)) => {
+                *pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(accepted);
+                reply
+            }
+            Err(refusal) => refusal.reply(),
+        }
+    } else if path == "/healthz" {
+        plain(StatusCode::OK, "ok", &[])
+    } else if path == "/readyz" {
+        match ctx.hub.is_shutting_down() {
+            false => plain(StatusCode::OK, "ready", &[]),
+            true => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down", &[]),
+        }
+    } else {
+        plain(StatusCode::NOT_FOUND, "not found", &[])
+    };
+    Ok(reply)
+}
+
+/// Checks an upgrade request and builds its 101 answer.
+async fn upgrade<'a>(listener: &'a Listener, req: &mut Request<Incoming>) -> Result<(Accepted<'a>, Reply), Refusal> {
+    let ctx = &listener.ctx;
+    let headers = req.headers();
+    let key = websocket_key(headers)?;
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if !origin::allowed(&ctx.config.allowed_origins, origin) {
+        tracing::debug!(origin, "origin refused");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    if ctx.hub.is_shutting_down() {
+        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").with(header::RETRY_AFTER, "5"));
+    }
+    let identity = match token(req)? {
+        None => None,
+        Some(token) => Some(ctx.auth.authenticate(&token).await.map_err(|e| refuse_token(&e))?),
+    };
+    let headers = req.headers();
+    let mode = if offers_envelope(headers) { Mode::Envelope } else { Mode::Compat };
+    let mut reply = plain(StatusCode::SWITCHING_PROTOCOLS, "", &[]);
+    let h = reply.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if mode == Mode::Envelope {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(ENVELOPE_PROTOCOL));
+    }
+    let slot = listener.sessions.acquire();
+    Ok((Accepted { upgrade: hyper::upgrade::on(req), mode, identity, slot }, reply))
+}
+
+/// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
+fn websocket_key(headers: &HeaderMap) -> Result<String, Refusal> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
+        return Err(refusal.with(header::UPGRADE, "websocket"));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version");
+        return Err(refusal.with(header::SEC_WEBSOCKET_VERSION, "13"));
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) {
+        Some(key) if !key.trim().is_empty() => Ok(key.trim().to_owned()),
+        _ => Err(Refusal::new(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
+    }
+}
+
+/// True when the client offers the `pushgate.v1` sub-protocol.
+fn offers_envelope(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == ENVELOPE_PROTOCOL))
+}
+
+/// The token given at the handshake: `Authorization: Bearer ...`, else
+/// `?token=...` (percent-decoded; `+` is a space, as in a form).
+fn token(req: &Request<Incoming>) -> Result<Option<String>, Refusal> {
+    let bad = || Refusal::new(StatusCode::UNAUTHORIZED, "malformed token");
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| bad())?.trim();
+        let (scheme, token) = value.split_once(' ').ok_or_else(bad)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(bad());
+        }
+        return Ok(Some(token.trim().to_owned()));
+    }
+    let query = req.uri().query().unwrap_or("");
+    let raw = query.split('&').find_map(|pair| pair.strip_prefix("token="));
+    raw.map(|raw| percent_decode(raw).ok_or_else(bad)).transpose()
+}
+
+/// Decodes `%XX` escapes and `+`; `None` for a bad escape or non-UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// 401 for a refused token, 503 when the authenticator could not decide.
+fn refuse_token(error: &AuthError) -> Refusal {
+    tracing::debug!(%error, "handshake token refused");
+    match error {
+        AuthError::Invalid(_) => Refusal::new(StatusCode::UNAUTHORIZED, "invalid token"),
+        AuthError::Expired => Refusal::new(StatusCode::UNAUTHORIZED, "token expired"),
+        AuthError::Unavailable(_) => {
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable").with(header::RETRY_AFTER, "5")
+        }
+    }
+}
+
+/// An upgrade refused before it happens: a status, a short text body and
+/// at most one extra header.
+struct Refusal {
+    status: StatusCode,
+    body: &'static str,
+    header: Option<(header::HeaderName, &'static str)>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, body: &'static str) -> Self {
+        Self { status, body, header: None }
+    }
+
+    fn with(self, name: header::HeaderName, value: &'static str) -> Self {
+        Self { header: Some((name, value)), ..self }
+    }
+
+    fn reply(self) -> Reply {
+        plain(self.status, self.body, self.header.as_slice())
+    }
+}
+
+/// A response with a text body and the given headers.
+fn plain(status: StatusCode, body: &'static str, headers: &[(header::HeaderName, &'static str)]) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *reply.status_mut() = status;
+    for (name, value) in headers {
+        reply.headers_mut().insert(name.clone(), HeaderValue::from_static(value));
+    }
+    if !body.is_empty() {
+        reply.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c%2Bd").as_deref(), Some("a b c+d"));
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%FF"), None);
+    }
+}

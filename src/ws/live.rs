@@ -1,0 +1,183 @@
+//! The live phase of a joined connection: one loop, no timer, that reads the
+//! socket and drains the connection's outbox, in the same task.
+//!
+//! Each turn polls, in order: the pending flush, the socket's read side, and
+//! the outbox. Everything drained is queued frame by frame and written with
+//! one flush, so a burst to one socket costs one write. While a flush is
+//! blocked (a slow client) the outbox is not drained — deliveries wait there,
+//! under the queue cap and the slow-consumer policy — but it is still watched
+//! for a close, and the socket is still read, so neither a close from the hub
+//! nor one from the client goes unnoticed. Pings and pong timeouts come from
+//! the hub's one heartbeat task through the outbox; the token expiry is
+//! checked on those heartbeat pings, so it needs no timer either.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::{Sink, StreamExt};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::protocol::{self, BadRequest, ClientMessage, Register};
+use super::register::{Member, Reply, add_events, check_allowed, kind, refused_token};
+use super::session::{Conn, End, Incoming, incoming};
+use super::{Mode, envelope};
+use crate::core::{CloseCode, Delivery, Drained};
+
+/// Messages a client may send while its socket is not taking our writes;
+/// past this the session stops reading until the flush completes, so a
+/// client that sends but never reads cannot grow our write buffer.
+const MAX_READS_WHILE_BLOCKED: u32 = 32;
+
+/// A drained batch larger than this gives its buffer back afterwards.
+const KEEP_BATCH_CAPACITY: usize = 64;
+
+/// What woke the loop.
+enum Step {
+    Read(Option<Result<Message, WsError>>),
+    Drained(Drained),
+    /// A close was asked for while a flush is blocked.
+    Closing,
+    WriteFailed(WsError),
+}
+
+struct Live<'c, 'a> {
+    conn: &'c mut Conn<'a>,
+    member: Member,
+    batch: Vec<Arc<Delivery>>,
+    reads_while_blocked: u32,
+}
+
+/// Runs a joined connection until it ends; the membership is dropped (the
+/// connection leaves the hub) on return.
+pub(super) async fn run(conn: &mut Conn<'_>, member: Member) -> End {
+    let mut live = Live { conn, member, batch: Vec::new(), reads_while_blocked: 0 };
+    loop {
+        let step = poll_fn(|cx| live.poll_step(cx)).await;
+        if let Err(end) = live.handle(step).await {
+            return end;
+        }
+    }
+}
+
+impl Live<'_, '_> {
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        if self.conn.unflushed {
+            match Pin::new(&mut self.conn.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.conn.unflushed = false;
+                    self.reads_while_blocked = 0;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Step::WriteFailed(error)),
+                Poll::Pending => {}
+            }
+        }
+        let blocked = self.conn.unflushed;
+        if !blocked || self.reads_while_blocked < MAX_READS_WHILE_BLOCKED {
+            if let Poll::Ready(item) = self.conn.ws.poll_next_unpin(cx) {
+                self.reads_while_blocked += u32::from(blocked);
+                return Poll::Ready(Step::Read(item));
+            }
+        }
+        if blocked {
+            return self.member.outbox.poll_closing(cx).map(|()| Step::Closing);
+        }
+        self.member.outbox.poll_drain(cx, &mut self.batch).map(Step::Drained)
+    }
+
+    async fn handle(&mut self, step: Step) -> Result<(), End> {
+        match step {
+            Step::Read(item) => {
+                let incoming = incoming(item)?;
+                self.member.outbox.seen_alive();
+                match incoming {
+                    // Boxed: client messages are rare, and the live loop stays small.
+                    Incoming::Text(text) => Box::pin(self.message(&text)).await,
+                    Incoming::Alive => Ok(()),
+                }
+            }
+            Step::Drained(drained) => self.write(drained),
+            Step::Closing => {
+                let drained = poll_fn(|cx| self.member.outbox.poll_drain(cx, &mut self.batch)).await;
+                self.write(drained)
+            }
+            Step::WriteFailed(error) => {
+                tracing::debug!(%error, "write failed");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// Queues what was drained; the next turn flushes it in one write. The
+    /// push→write latency is observed once per batch, for its oldest
+    /// delivery (the histogram takes a lock; once per write keeps it cheap).
+    fn write(&mut self, drained: Drained) -> Result<(), End> {
+        if let Some(oldest) = self.batch.first() {
+            self.conn.ctx.hub.metrics().written(oldest.accepted.elapsed());
+        }
+        for delivery in self.batch.drain(..) {
+            if let Some(frame) = envelope::delivery(self.conn.mode, &delivery) {
+                self.conn.queue(frame)?;
+            }
+        }
+        if self.batch.capacity() > KEEP_BATCH_CAPACITY {
+            self.batch = Vec::new();
+        }
+        if drained.ping {
+            if self.member.identity.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+                return Err(CloseCode::TokenExpired.into());
+            }
+            self.conn.queue(Message::Ping(Bytes::new()))?;
+        }
+        match drained.close {
+            Some(reason) => Err(End::Close(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Handles a client message of the live phase.
+    async fn message(&mut self, text: &str) -> Result<(), End> {
+        let message = match protocol::parse(text) {
+            Ok(message) => message,
+            Err(bad) => return self.conn.bad_request(&bad),
+        };
+        let conn = &mut *self.conn;
+        let member = &mut self.member;
+        match (conn.mode, message) {
+            (_, ClientMessage::Register(register)) => add_events(conn, member, register, Reply::Registered).await,
+            (Mode::Compat, other) => conn.bad_request(&BadRequest::UnknownType(kind(&other).into())),
+            (Mode::Envelope, ClientMessage::Subscribe { events, since }) => {
+                add_events(conn, member, Register { token: None, events, since }, Reply::Subscribed).await
+            }
+            (Mode::Envelope, ClientMessage::Unsubscribe(events)) => {
+                member.events = conn.ctx.hub.unsubscribe(&member.user, conn.id, &events);
+                conn.queue(envelope::subscriptions("unsubscribed", &member.events))
+            }
+            (Mode::Envelope, ClientMessage::Refresh(token)) => refresh(conn, member, &token).await,
+            (Mode::Envelope, ClientMessage::Ping) => conn.queue(envelope::pong()),
+        }
+    }
+}
+
+/// `{"type":"refresh"}`: a fresh token of the same user replaces the
+/// connection's (and its expiry). An authenticator that cannot decide right
+/// now leaves the old token in place and says so.
+async fn refresh(conn: &mut Conn<'_>, member: &mut Member, token: &str) -> Result<(), End> {
+    let identity = match conn.ctx.auth.authenticate(token).await {
+        Ok(identity) => identity,
+        Err(crate::core::AuthError::Unavailable(reason)) => {
+            tracing::debug!(%reason, "refresh: authentication unavailable");
+            return conn.error("auth_unavailable", "authentication is unavailable; try again");
+        }
+        Err(error) => return Err(refused_token(&error)),
+    };
+    if identity.user != member.user {
+        return Err(End::close(CloseCode::Unauthorized, "the token is another user's"));
+    }
+    check_allowed(&identity, &member.events)?;
+    member.identity = identity;
+    conn.queue(envelope::refreshed())
+}

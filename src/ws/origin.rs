@@ -1,0 +1,95 @@
+//! The `Origin` check of the handshake (SPEC §3.1).
+
+/// True when a browser from `origin` may connect, given `allowed`
+/// (`--allowed-origins`). Each entry is:
+/// - `*`: any origin;
+/// - `*.example.com`: any origin whose host is a subdomain of `example.com`
+///   (any scheme and port; `example.com` itself needs its own entry);
+/// - `https://*.example.com`: the same, with that scheme only;
+/// - anything else: one exact origin such as `https://app.example.com:8443`.
+///
+/// Comparisons ignore ASCII case. An empty list allows every origin. A request
+/// without an `Origin` header does not come from a browser (browsers always
+/// send it on WebSocket upgrades), so it is not subject to the check.
+pub(super) fn allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    let Some(origin) = origin else { return true };
+    if allowed.is_empty() {
+        return true;
+    }
+    let origin = origin.trim().trim_end_matches('/');
+    allowed.iter().any(|entry| matches(entry.trim().trim_end_matches('/'), origin))
+}
+
+fn matches(entry: &str, origin: &str) -> bool {
+    if entry == "*" {
+        return true;
+    }
+    let (entry_scheme, entry_host) = split_scheme(entry);
+    let Some(suffix) = entry_host.strip_prefix("*.") else {
+        return entry.eq_ignore_ascii_case(origin);
+    };
+    let (scheme, rest) = split_scheme(origin);
+    if entry_scheme.is_some_and(|s| scheme.is_none_or(|o| !s.eq_ignore_ascii_case(o))) {
+        return false;
+    }
+    // `host` must be `<at least one byte>.<suffix>`.
+    let host = host_of(rest);
+    let Some(split) = host.len().checked_sub(suffix.len()).filter(|&at| at >= 2) else { return false };
+    host.as_bytes()[split - 1] == b'.' && host.get(split..).is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+}
+
+/// `("https", "app.example.com:8443")` from `https://app.example.com:8443`.
+fn split_scheme(s: &str) -> (Option<&str>, &str) {
+    match s.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, s),
+    }
+}
+
+/// The host of `host[:port][/...]`, IPv6 brackets included.
+fn host_of(rest: &str) -> &str {
+    let rest = rest.split('/').next().unwrap_or(rest);
+    if rest.starts_with('[') {
+        return rest.split_inclusive(']').next().unwrap_or(rest);
+    }
+    rest.split(':').next().unwrap_or(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(entries: &[&str]) -> Vec<String> {
+        entries.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn empty_list_and_missing_origin_pass() {
+        assert!(allowed(&[], Some("https://evil.test")));
+        assert!(allowed(&list(&["https://a.test"]), None));
+    }
+
+    #[test]
+    fn exact_entries() {
+        let l = list(&["https://app.example.com", "http://localhost:3000/"]);
+        assert!(allowed(&l, Some("https://app.example.com")));
+        assert!(allowed(&l, Some("HTTPS://APP.example.com")));
+        assert!(allowed(&l, Some("http://localhost:3000")));
+        assert!(!allowed(&l, Some("http://app.example.com")));
+        assert!(!allowed(&l, Some("https://app.example.com.evil.test")));
+        assert!(!allowed(&l, Some("null")));
+    }
+
+    #[test]
+    fn wildcard_entries() {
+        let l = list(&["*.example.com"]);
+        assert!(allowed(&l, Some("https://app.example.com")));
+        assert!(allowed(&l, Some("http://a.b.example.com:8080")));
+        assert!(!allowed(&l, Some("https://example.com")));
+        assert!(!allowed(&l, Some("https://evilexample.com")));
+        assert!(!allowed(&l, Some("https://example.com.evil.test")));
+        let l = list(&["https://*.example.com"]);
+        assert!(allowed(&l, Some("https://app.example.com")));
+        assert!(!allowed(&l, Some("http://app.example.com")));
+    }
+}

@@ -1,0 +1,227 @@
+//! Registration (SPEC §3.1, §3.2): the register phase of a new connection,
+//! and the later registers and subscribes that add events to a joined one.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use super::protocol::{self, BadRequest, ClientMessage, Register};
+use super::session::{Conn, End, Incoming, incoming};
+use super::{Mode, envelope};
+use crate::core::{AuthError, CloseCode, EventName, Hub, Identity, JoinError, Outbox, Replay, UserId};
+
+/// A connection joined to the hub. Dropping it removes the connection from
+/// the hub, so every way out of a session leaves.
+pub(super) struct Member {
+    hub: Arc<Hub>,
+    pub user: UserId,
+    pub identity: Identity,
+    /// What the connection is subscribed to, as the hub last said.
+    pub events: Vec<EventName>,
+    pub outbox: Arc<Outbox>,
+    id: u64,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.hub.leave(&self.user, self.id);
+    }
+}
+
+/// Reads messages until a valid register joins the hub. Bounded by
+/// `--register-timeout` (4001); shutdown ends it with 1001. `handshake` is
+/// the identity of a token given at the handshake, if any.
+pub(super) async fn register(conn: &mut Conn<'_>, handshake: Option<Identity>) -> Result<Member, End> {
+    let ctx = conn.ctx;
+    let deadline = Instant::now() + ctx.config.register_timeout;
+    let attempt = async {
+        loop {
+            let text = match incoming(conn.ws.next().await)? {
+                Incoming::Text(text) => text,
+                Incoming::Alive => continue,
+            };
+            if let Some(member) = first_message(conn, handshake.as_ref(), &text).await? {
+                return Ok(member);
+            }
+            conn.flush().await?;
+        }
+    };
+    tokio::select! {
+        () = ctx.shutdown.cancelled() => Err(CloseCode::GoingAway.into()),
+        result = tokio::time::timeout_at(deadline, attempt) => {
+            result.unwrap_or_else(|_| Err(CloseCode::RegisterTimeout.into()))
+        }
+    }
+}
+
+/// Handles a message of the register phase; `Some` once joined.
+async fn first_message(conn: &mut Conn<'_>, handshake: Option<&Identity>, text: &str) -> Result<Option<Member>, End> {
+    let message = match protocol::parse(text) {
+        Ok(message) => message,
+        Err(bad) => return conn.bad_request(&bad).map(|()| None),
+    };
+    match (conn.mode, message) {
+        (_, ClientMessage::Register(register)) => join(conn, handshake, register).await,
+        // With a token given at the handshake, a subscribe can open the session.
+        (Mode::Envelope, ClientMessage::Subscribe { events, since }) if handshake.is_some() => {
+            join(conn, handshake, Register { token: None, events, since }).await
+        }
+        (Mode::Envelope, ClientMessage::Ping) => conn.queue(envelope::pong()).map(|()| None),
+        (Mode::Envelope, _) => conn.error("not_registered", "send a register message first").map(|()| None),
+        (Mode::Compat, other) => conn.bad_request(&BadRequest::UnknownType(kind(&other).into())).map(|()| None),
+    }
+}
+
+/// Authenticates, checks and joins; `None` when the envelope client was told
+/// why not and may try again.
+async fn join(conn: &mut Conn<'_>, handshake: Option<&Identity>, register: Register) -> Result<Option<Member>, End> {
+    let identity = resolve(conn, register.token.as_deref(), handshake).await?;
+    check_allowed(&identity, &register.events)?;
+    let hub = &conn.ctx.hub;
+    let outbox = hub.new_outbox();
+    let since = register.since.filter(|_| conn.mode == Mode::Envelope);
+    let joined = match hub.join(&identity.user, conn.id, Arc::clone(&outbox), &register.events, since) {
+        Ok(joined) => joined,
+        Err(error) => return refused_join(conn, &error).map(|()| None),
+    };
+    tracing::Span::current().record("user", &*identity.user);
+    tracing::debug!(events = joined.events.len(), "joined");
+    let member = Member {
+        hub: Arc::clone(hub),
+        user: Arc::clone(&identity.user),
+        identity,
+        events: joined.events,
+        outbox,
+        id: conn.id,
+    };
+    if conn.mode == Mode::Envelope {
+        conn.queue(envelope::registered(&member.user, conn.id, &member.events, joined.seq))?;
+        if let Some(replay) = &joined.replay {
+            // Taken atomically with the join: written before anything from
+            // the outbox, it leaves no gap and no duplicate.
+            queue_replay(conn, replay, None)?;
+        }
+    }
+    Ok(Some(member))
+}
+
+/// Adds events to a joined connection: a second register (which may carry a
+/// token of the same user) or a subscribe. A `since` replays what the new
+/// events missed; the events already subscribed were live all along, so
+/// their history is not replayed again.
+pub(super) async fn add_events(
+    conn: &mut Conn<'_>,
+    member: &mut Member,
+    register: Register,
+    reply: Reply,
+) -> Result<(), End> {
+    if register.token.is_some() {
+        let identity = resolve(conn, register.token.as_deref(), Some(&member.identity)).await?;
+        check_allowed(&identity, &member.events)?;
+        member.identity = identity;
+    }
+    check_allowed(&member.identity, &register.events)?;
+    let new: Vec<EventName> = register.events.into_iter().filter(|e| !member.events.contains(e)).collect();
+    let max = conn.ctx.hub.config().max_events_per_conn;
+    let since = register.since.filter(|_| conn.mode == Mode::Envelope);
+    let joined = if member.events.len() + new.len() > max {
+        Err(JoinError::TooManyEvents(max))
+    } else {
+        conn.ctx.hub.subscribe(&member.user, conn.id, &new, since)
+    };
+    let joined = match joined {
+        Ok(joined) => joined,
+        // Gone from the hub (disconnected): its outbox is closing already.
+        Err(JoinError::ShuttingDown) => return Ok(()),
+        Err(error) => return refused_join(conn, &error),
+    };
+    member.events = joined.events;
+    if conn.mode == Mode::Envelope {
+        let message = match reply {
+            Reply::Registered => envelope::registered(&member.user, conn.id, &member.events, joined.seq),
+            Reply::Subscribed => envelope::subscriptions("subscribed", &member.events),
+        };
+        conn.queue(message)?;
+        if let Some(replay) = &joined.replay {
+            queue_replay(conn, replay, Some(&new))?;
+        }
+    }
+    Ok(())
+}
+
+/// Which answer [`add_events`] gives in envelope mode.
+pub(super) enum Reply {
+    Registered,
+    Subscribed,
+}
+
+/// The identity of `token`, or the connection's current one when there is
+/// no token. A token of another user than `current`'s is refused (4500).
+async fn resolve(conn: &Conn<'_>, token: Option<&str>, current: Option<&Identity>) -> Result<Identity, End> {
+    let Some(token) = token else {
+        return current.cloned().ok_or_else(|| End::close(CloseCode::Unauthorized, "no token"));
+    };
+    let identity = conn.ctx.auth.authenticate(token).await.map_err(|e| refused_token(&e))?;
+    if current.is_some_and(|c| c.user != identity.user) {
+        return Err(End::close(CloseCode::Unauthorized, "the token is another user's"));
+    }
+    Ok(identity)
+}
+
+/// The close for a refused token: 4500, 4002 when expired, 1011 when the
+/// authenticator could not decide.
+pub(super) fn refused_token(error: &AuthError) -> End {
+    tracing::debug!(%error, "token refused");
+    match error {
+        AuthError::Invalid(_) => CloseCode::Unauthorized.into(),
+        AuthError::Expired => CloseCode::TokenExpired.into(),
+        AuthError::Unavailable(_) => End::close(CloseCode::Internal, "authentication unavailable"),
+    }
+}
+
+/// 4501 unless `identity` may subscribe to each of `events`.
+pub(super) fn check_allowed(identity: &Identity, events: &[EventName]) -> Result<(), End> {
+    match events.iter().find(|e| !identity.allows(e)) {
+        Some(e) => Err(End::close(CloseCode::EventNotAllowed, format!("event `{e}` is not allowed"))),
+        None => Ok(()),
+    }
+}
+
+/// A refused join or subscribe: 4003 over the per-user limit, 1001 at
+/// shutdown; too many events is an error message in envelope mode (the
+/// client may retry with fewer) and 4503 in the wserver-compatible mode.
+fn refused_join(conn: &mut Conn<'_>, error: &JoinError) -> Result<(), End> {
+    match error {
+        JoinError::UserLimit(_) => Err(End::close(CloseCode::ConnectionLimit, error.to_string())),
+        JoinError::ShuttingDown => Err(CloseCode::GoingAway.into()),
+        JoinError::TooManyEvents(_) => match conn.mode {
+            Mode::Envelope => conn.error("too_many_events", &error.to_string()),
+            Mode::Compat => Err(End::close(CloseCode::ProtocolViolation, error.to_string())),
+        },
+    }
+}
+
+/// Queues a replay's deliveries (only those on `only`'s events when given),
+/// then `recovered`.
+fn queue_replay(conn: &mut Conn<'_>, replay: &Replay, only: Option<&[EventName]>) -> Result<(), End> {
+    for delivery in &replay.deliveries {
+        if only.is_none_or(|events| events.contains(&delivery.event)) {
+            if let Some(frame) = envelope::delivery(conn.mode, delivery) {
+                conn.queue(frame)?;
+            }
+        }
+    }
+    conn.queue(envelope::recovered(replay))
+}
+
+/// The `type` of a parsed message, for error messages.
+pub(super) fn kind(message: &ClientMessage) -> &'static str {
+    match message {
+        ClientMessage::Register(_) => "register",
+        ClientMessage::Subscribe { .. } => "subscribe",
+        ClientMessage::Unsubscribe(_) => "unsubscribe",
+        ClientMessage::Refresh(_) => "refresh",
+        ClientMessage::Ping => "ping",
+    }
+}

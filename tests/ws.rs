@@ -1,0 +1,626 @@
+//! The browser side end to end (SPEC §3): the real gateway on 127.0.0.1:0,
+//! real tokio-tungstenite clients (and a raw TCP one where a client must
+//! misbehave). Pushes go straight to the hub, so these tests need no producer
+//! adapter.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use pushgate::config::Settings;
+use pushgate::core::{AuthError, AuthFuture, Authenticator, Identity, Payload, Published, Push, TokenTable};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use common::{Gateway, WAIT};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+// ---------------------------------------------------------------- helpers
+
+/// Opens a WebSocket with the given extra request headers.
+async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, WsError> {
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+        request.headers_mut().insert(name, value.parse().expect("header value"));
+    }
+    let (client, _) = timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("connect in time")?;
+    Ok(client)
+}
+
+/// A wserver-compatible client (no sub-protocol).
+async fn compat(gw: &Gateway) -> Client {
+    try_connect(&gw.ws_url(), &[]).await.expect("compat connect")
+}
+
+/// An envelope-mode client (`pushgate.v1`).
+async fn envelope(gw: &Gateway) -> Client {
+    try_connect(&gw.ws_url(), &[("sec-websocket-protocol", "pushgate.v1")]).await.expect("envelope connect")
+}
+
+async fn send(client: &mut Client, text: &str) {
+    client.send(Message::text(text)).await.expect("send");
+}
+
+/// The next data or close frame (pings and pongs are skipped).
+async fn next(client: &mut Client) -> Message {
+    loop {
+        let frame = timeout(WAIT, client.next()).await.expect("a frame in time");
+        match frame.expect("stream open").expect("frame") {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn next_text(client: &mut Client) -> String {
+    match next(client).await {
+        Message::Text(t) => t.as_str().to_owned(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+async fn next_json(client: &mut Client) -> Value {
+    serde_json::from_str(&next_text(client).await).expect("JSON frame")
+}
+
+/// Reads until the server's close frame; returns its code and reason. Then
+/// reads on, which sends the client's answering close, until the end.
+async fn closed(client: &mut Client) -> (u16, String) {
+    let result = loop {
+        match timeout(WAIT, client.next()).await.expect("close in time") {
+            Some(Ok(Message::Close(Some(frame)))) => break (frame.code.into(), frame.reason.as_str().to_owned()),
+            Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let _ = timeout(WAIT, async { while let Some(Ok(_)) = client.next().await {} }).await;
+    result
+}
+
+fn push(gw: &Gateway, user: &str, event: &str, payload: Payload) -> Published {
+    gw.running.hub.publish(Push::new(user, event, payload)).expect("publish")
+}
+
+fn push_text(gw: &Gateway, user: &str, event: &str, text: &str) -> Published {
+    push(gw, user, event, Payload::text(text.to_owned()))
+}
+
+/// Waits until `user` has `n` connections joined to the hub.
+async fn online(gw: &Gateway, user: &str, n: u32) {
+    let wait = async {
+        while gw.running.hub.online(&[user.to_owned()]) != [n] {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("{user} never had {n} connections"));
+}
+
+/// A compat client registered as `user` on `event`.
+async fn joined_compat(gw: &Gateway, user: &str, event: &str) -> Client {
+    let mut client = compat(gw).await;
+    send(&mut client, &json!({"token": user, "event": event}).to_string()).await;
+    online(gw, user, 1).await;
+    client
+}
+
+/// Proves the gateway still serves others: a fresh client gets its push.
+async fn still_healthy(gw: &Gateway) {
+    let mut client = joined_compat(gw, "healthy", "h").await;
+    assert_eq!(push_text(gw, "healthy", "h", "still here").delivered, 1);
+    assert_eq!(next_text(&mut client).await, "still here");
+}
+
+fn settings() -> Settings {
+    common::settings()
+}
+
+// ---------------------------------------------------------------- wserver-compatible mode
+
+#[tokio::test]
+async fn compat_mode_delivers_each_push_byte_for_byte_in_order() {
+    let gw = common::start(settings()).await;
+    let mut client = compat(&gw).await;
+    send(&mut client, r#"{"Token":"u1","EVENT":"e"}"#).await;
+    online(&gw, "u1", 1).await;
+    let messages: Vec<String> = (0..100).map(|i| format!("msg {i} \"quoted\" é ✓ {{json}}")).collect();
+    for m in &messages {
+        assert_eq!(push_text(&gw, "u1", "e", m).delivered, 1);
+    }
+    for m in &messages {
+        assert_eq!(&next_text(&mut client).await, m);
+    }
+    push(&gw, "u1", "e", Payload::Binary(Bytes::from_static(&[0, 159, 255])));
+    assert_eq!(next(&mut client).await, Message::binary(vec![0u8, 159, 255]));
+
+    assert_eq!(gw.running.hub.disconnect("u1", None), 1);
+    assert_eq!(closed(&mut client).await.0, 4502);
+    online(&gw, "u1", 0).await;
+}
+
+#[tokio::test]
+async fn a_push_reaches_every_tab_of_the_user_on_that_event_only() {
+    let gw = common::start(settings()).await;
+    let mut tab1 = compat(&gw).await;
+    let mut tab2 = compat(&gw).await;
+    send(&mut tab1, r#"{"token":"u1","event":"e"}"#).await;
+    send(&mut tab2, r#"{"token":"u1","event":"e"}"#).await;
+    online(&gw, "u1", 2).await;
+    let mut other_user = joined_compat(&gw, "u2", "e").await;
+    let mut other_event = compat(&gw).await;
+    send(&mut other_event, r#"{"token":"u1","event":"f"}"#).await;
+    online(&gw, "u1", 3).await;
+
+    assert_eq!(push_text(&gw, "u1", "e", "for u1 on e").delivered, 2);
+    assert_eq!(next_text(&mut tab1).await, "for u1 on e");
+    assert_eq!(next_text(&mut tab2).await, "for u1 on e");
+    // Had the others received it, it would be their first frame.
+    assert_eq!(push_text(&gw, "u2", "e", "for u2").delivered, 1);
+    assert_eq!(push_text(&gw, "u1", "f", "for u1 on f").delivered, 1);
+    assert_eq!(next_text(&mut other_user).await, "for u2");
+    assert_eq!(next_text(&mut other_event).await, "for u1 on f");
+}
+
+#[tokio::test]
+async fn a_second_register_adds_events() {
+    let gw = common::start(settings()).await;
+    let mut client = joined_compat(&gw, "u1", "a").await;
+    send(&mut client, r#"{"token":"u1","event":"b"}"#).await;
+    let wait = async {
+        while push_text(&gw, "u1", "b", "on b").delivered == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    timeout(WAIT, wait).await.expect("b subscribed");
+    assert_eq!(next_text(&mut client).await, "on b");
+    assert_eq!(push_text(&gw, "u1", "a", "on a").delivered, 1);
+    assert_eq!(next_text(&mut client).await, "on a");
+}
+
+// ---------------------------------------------------------------- envelope mode
+
+#[tokio::test]
+async fn envelope_mode_frames_and_messages() {
+    let gw = common::start(settings()).await;
+    let (mut client, response) = tokio_tungstenite::connect_async({
+        let mut r = gw.ws_url().into_client_request().expect("request");
+        r.headers_mut().insert("sec-websocket-protocol", "other, pushgate.v1".parse().expect("value"));
+        r
+    })
+    .await
+    .expect("connect");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "pushgate.v1");
+
+    push_text(&gw, "u1", "z", "before: takes seq 1");
+    send(&mut client, r#"{"token":"u1","events":["a","b"]}"#).await;
+    let registered = next_json(&mut client).await;
+    assert_eq!(registered["type"], "registered");
+    assert_eq!(registered["user"], "u1");
+    assert!(registered["conn"].as_str().expect("conn is a string").parse::<u64>().is_ok(), "{registered}");
+    assert_eq!(registered["events"], json!(["a", "b"]));
+    assert_eq!(registered["seq"], 1);
+
+    let before = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    assert_eq!(push_text(&gw, "u1", "a", "hello \"there\"").seq, 2);
+    let frame = next_json(&mut client).await;
+    assert_eq!(frame["type"], "push");
+    assert_eq!(frame["event"], "a");
+    assert_eq!(frame["seq"], 2);
+    assert_eq!(frame["data"], "hello \"there\"");
+    let ts = frame["ts"].as_u64().expect("ts");
+    assert!(ts >= before && ts < before + 10_000, "ts {ts} vs {before}");
+
+    send(&mut client, r#"{"type":"subscribe","events":["c"]}"#).await;
+    assert_eq!(next_json(&mut client).await, json!({"type": "subscribed", "events": ["a", "b", "c"]}));
+    send(&mut client, r#"{"type":"unsubscribe","events":["a"]}"#).await;
+    assert_eq!(next_json(&mut client).await, json!({"type": "unsubscribed", "events": ["b", "c"]}));
+    assert_eq!(push_text(&gw, "u1", "a", "not any more").delivered, 0);
+    send(&mut client, r#"{"type":"ping"}"#).await;
+    assert_eq!(next_json(&mut client).await, json!({"type": "pong"}));
+
+    // Binary push: u16 header length, JSON header, raw payload.
+    assert_eq!(push(&gw, "u1", "b", Payload::Binary(Bytes::from_static(b"\x00\x01raw"))).seq, 4);
+    let Message::Binary(b) = next(&mut client).await else { panic!("expected a binary frame") };
+    let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+    let header: Value = serde_json::from_slice(&b[2..2 + n]).expect("JSON header");
+    assert_eq!(header["event"], "b");
+    assert_eq!(header["seq"], 4);
+    assert!(header["ts"].is_u64());
+    assert_eq!(&b[2 + n..], b"\x00\x01raw");
+
+    // A broadcast takes no seq.
+    assert_eq!(gw.running.hub.broadcast("c", Payload::text("to all"), &[]).expect("broadcast"), 1);
+    let frame = next_json(&mut client).await;
+    assert_eq!(frame["data"], "to all");
+    assert!(frame.get("seq").is_none(), "{frame}");
+
+    // A second register adds events and answers `registered` again.
+    send(&mut client, r#"{"event":"d"}"#).await;
+    let again = next_json(&mut client).await;
+    assert_eq!(again["type"], "registered");
+    assert_eq!(again["events"], json!(["b", "c", "d"]));
+}
+
+#[tokio::test]
+async fn resume_replays_exactly_the_missed_pushes_then_goes_live() {
+    let gw = common::start(settings()).await;
+    for (event, text) in [("e", "one"), ("e", "two"), ("other", "skip"), ("e", "three")] {
+        push_text(&gw, "u1", event, text);
+    }
+    let mut client = envelope(&gw).await;
+    send(&mut client, r#"{"token":"u1","event":"e","since":1}"#).await;
+    assert_eq!(next_json(&mut client).await["seq"], 4);
+    let replayed: Vec<(Value, Value)> = {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let f = next_json(&mut client).await;
+            v.push((f["seq"].clone(), f["data"].clone()));
+        }
+        v
+    };
+    assert_eq!(replayed, [(json!(2), json!("two")), (json!(4), json!("three"))]);
+    assert_eq!(next_json(&mut client).await, json!({"type": "recovered", "from": 1, "to": 4, "complete": true}));
+    push_text(&gw, "u1", "e", "live");
+    let live = next_json(&mut client).await;
+    assert_eq!((live["seq"].clone(), live["data"].clone()), (json!(5), json!("live")));
+}
+
+#[tokio::test]
+async fn resume_from_beyond_history_says_incomplete() {
+    let gw = common::start(Settings { history_size: Some(4), ..settings() }).await;
+    for i in 1..=10 {
+        push_text(&gw, "u1", "e", &format!("m{i}"));
+    }
+    let mut client = envelope(&gw).await;
+    send(&mut client, r#"{"token":"u1","event":"e","since":2}"#).await;
+    assert_eq!(next_json(&mut client).await["type"], "registered");
+    for seq in 7..=10 {
+        assert_eq!(next_json(&mut client).await["seq"], seq);
+    }
+    assert_eq!(next_json(&mut client).await, json!({"type": "recovered", "from": 2, "to": 10, "complete": false}));
+}
+
+// ---------------------------------------------------------------- authentication
+
+fn token_table() -> Arc<TokenTable> {
+    Arc::new(TokenTable::parse("t1 alice\nt2 bob\np@ss/1 carol\n", "test").expect("table"))
+}
+
+#[tokio::test]
+async fn token_at_the_handshake_by_query_or_bearer() {
+    let gw = common::start_with(settings(), token_table()).await;
+    let url = format!("{}?x=1&token=p%40ss%2F1", gw.ws_url());
+    let mut by_query = try_connect(&url, &[("sec-websocket-protocol", "pushgate.v1")]).await.expect("query token");
+    send(&mut by_query, r#"{"event":"e"}"#).await;
+    let registered = next_json(&mut by_query).await;
+    assert_eq!(registered["user"], "carol");
+
+    let mut by_header = try_connect(&gw.ws_url(), &[("authorization", "Bearer t2")]).await.expect("bearer token");
+    send(&mut by_header, r#"{"event":"e"}"#).await;
+    online(&gw, "bob", 1).await;
+    push_text(&gw, "bob", "e", "for bob");
+    assert_eq!(next_text(&mut by_header).await, "for bob");
+}
+
+#[tokio::test]
+async fn refused_tokens() {
+    let gw = common::start_with(settings(), token_table()).await;
+    for (url, headers) in
+        [(format!("{}?token=nope", gw.ws_url()), vec![]), (gw.ws_url(), vec![("authorization", "Bearer nope")])]
+    {
+        match try_connect(&url, &headers).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), 401),
+            other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),
+        }
+    }
+    let mut bad = compat(&gw).await;
+    send(&mut bad, r#"{"token":"nope","event":"e"}"#).await;
+    assert_eq!(closed(&mut bad).await.0, 4500);
+
+    let url = format!("{}?token=t1", gw.ws_url());
+    let mut other_user = try_connect(&url, &[]).await.expect("connect");
+    send(&mut other_user, r#"{"token":"t2","event":"e"}"#).await;
+    assert_eq!(closed(&mut other_user).await.0, 4500);
+}
+
+/// Tokens for expiry, refresh and event restrictions.
+struct TestAuth;
+
+impl Authenticator for TestAuth {
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
+        let soon = SystemTime::now() + Duration::from_millis(400);
+        let result = match token {
+            "short" => Ok(Identity { expires_at: Some(soon), ..Identity::user("u1") }),
+            "fresh" => Ok(Identity::user("u1")),
+            "limited" => Ok(Identity { allowed_events: Some(vec![Arc::from("a")]), ..Identity::user("u1") }),
+            "other" => Ok(Identity::user("u2")),
+            "down" => Err(AuthError::Unavailable("test".into())),
+            _ => Err(AuthError::Invalid("unknown".into())),
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+fn fast_heartbeat() -> Settings {
+    Settings {
+        ping_interval: Some(Duration::from_millis(300)),
+        pong_timeout: Some(Duration::from_millis(250)),
+        ..settings()
+    }
+}
+
+#[tokio::test]
+async fn an_expired_token_closes_4002_unless_refreshed() {
+    let gw = common::start_with(fast_heartbeat(), Arc::new(TestAuth)).await;
+    let mut expiring = envelope(&gw).await;
+    send(&mut expiring, r#"{"token":"short","event":"e"}"#).await;
+    assert_eq!(next_json(&mut expiring).await["type"], "registered");
+    let mut refreshed = envelope(&gw).await;
+    send(&mut refreshed, r#"{"token":"short","event":"e"}"#).await;
+    assert_eq!(next_json(&mut refreshed).await["type"], "registered");
+    send(&mut refreshed, r#"{"type":"refresh","token":"fresh"}"#).await;
+    assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
+
+    // Keep reading the refreshed client (so it answers pings) until the other one is closed.
+    let keep_reading = async {
+        loop {
+            match refreshed.next().await {
+                Some(Ok(Message::Ping(_))) => continue,
+                other => return other,
+            }
+        }
+    };
+    tokio::select! {
+        (code, _) = closed(&mut expiring) => assert_eq!(code, 4002),
+        other = keep_reading => panic!("the refreshed client got {other:?}"),
+    }
+    push_text(&gw, "u1", "e", "after expiry");
+    assert_eq!(next_json(&mut refreshed).await["data"], "after expiry");
+    send(&mut refreshed, r#"{"type":"refresh","token":"other"}"#).await;
+    assert_eq!(closed(&mut refreshed).await.0, 4500);
+}
+
+#[tokio::test]
+async fn events_outside_the_token_close_4501_and_auth_outage_1011() {
+    let gw = common::start_with(settings(), Arc::new(TestAuth)).await;
+    let mut client = compat(&gw).await;
+    send(&mut client, r#"{"token":"limited","events":["a","b"]}"#).await;
+    assert_eq!(closed(&mut client).await.0, 4501);
+    let mut client = compat(&gw).await;
+    send(&mut client, r#"{"token":"down","event":"a"}"#).await;
+    assert_eq!(closed(&mut client).await.0, 1011);
+    match try_connect(&format!("{}?token=down", gw.ws_url()), &[]).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected HTTP 503, got {:?}", other.map(|_| ())),
+    }
+}
+
+// ---------------------------------------------------------------- origin
+
+#[tokio::test]
+async fn origin_is_checked_before_the_upgrade() {
+    let origins = vec!["https://app.example.com".to_owned(), "*.example.org".to_owned()];
+    let gw = common::start(Settings { allowed_origins: Some(origins), ..settings() }).await;
+    match try_connect(&gw.ws_url(), &[("origin", "https://evil.test")]).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected HTTP 403, got {:?}", other.map(|_| ())),
+    }
+    for origin in ["https://app.example.com", "https://tab.example.org"] {
+        let mut client = try_connect(&gw.ws_url(), &[("origin", origin)]).await.expect(origin);
+        send(&mut client, r#"{"token":"u1","event":"e"}"#).await;
+        online(&gw, "u1", 1).await;
+        client.close(None).await.expect("close");
+        online(&gw, "u1", 0).await;
+    }
+}
+
+// ---------------------------------------------------------------- bad input
+
+#[tokio::test]
+async fn malformed_json_gets_errors_then_4503_on_the_third() {
+    let gw = common::start(settings()).await;
+    let mut client = envelope(&gw).await;
+    send(&mut client, "{not json").await;
+    assert_eq!(next_json(&mut client).await["code"], "bad_json");
+    send(&mut client, "[1,2]").await;
+    let error = next_json(&mut client).await;
+    assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("bad_json")));
+    send(&mut client, "nope").await;
+    assert_eq!(closed(&mut client).await.0, 4503);
+
+    let mut client = compat(&gw).await;
+    for _ in 0..3 {
+        send(&mut client, "{{{").await;
+    }
+    assert_eq!(closed(&mut client).await.0, 4503);
+    still_healthy(&gw).await;
+}
+
+#[tokio::test]
+async fn unknown_types_and_bad_event_names_get_error_messages() {
+    let gw = common::start(settings()).await;
+    let mut client = envelope(&gw).await;
+    send(&mut client, r#"{"token":"u1","event":"no spaces"}"#).await;
+    assert_eq!(next_json(&mut client).await["code"], "bad_event");
+    send(&mut client, r#"{"token":"u1","event":"ok"}"#).await;
+    assert_eq!(next_json(&mut client).await["type"], "registered");
+    send(&mut client, r#"{"type":"dance"}"#).await;
+    assert_eq!(next_json(&mut client).await["code"], "unknown_type");
+    send(&mut client, r#"{"type":"ping"}"#).await;
+    assert_eq!(next_json(&mut client).await["type"], "pong");
+    still_healthy(&gw).await;
+}
+
+#[tokio::test]
+async fn too_many_events_is_an_error_in_envelope_mode_and_4503_in_compat() {
+    let gw = common::start(Settings { max_events_per_conn: Some(2), ..settings() }).await;
+    let mut client = envelope(&gw).await;
+    send(&mut client, r#"{"token":"u1","events":["a","b","c"]}"#).await;
+    assert_eq!(next_json(&mut client).await["code"], "too_many_events");
+    send(&mut client, r#"{"token":"u1","events":["a","b"]}"#).await;
+    assert_eq!(next_json(&mut client).await["type"], "registered");
+    send(&mut client, r#"{"type":"subscribe","events":["c"]}"#).await;
+    assert_eq!(next_json(&mut client).await["code"], "too_many_events");
+
+    let mut client = compat(&gw).await;
+    send(&mut client, r#"{"token":"u2","events":["a","b","c"]}"#).await;
+    assert_eq!(closed(&mut client).await.0, 4503);
+    still_healthy(&gw).await;
+}
+
+#[tokio::test]
+async fn binary_frames_close_1003() {
+    let gw = common::start(settings()).await;
+    let mut client = joined_compat(&gw, "u1", "e").await;
+    client.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
+    assert_eq!(closed(&mut client).await.0, 1003);
+    online(&gw, "u1", 0).await;
+    still_healthy(&gw).await;
+}
+
+#[tokio::test]
+async fn oversize_frames_close_1009() {
+    let gw = common::start(settings()).await;
+    let mut client = compat(&gw).await;
+    send(&mut client, &format!(r#"{{"token":"u1","event":"{}"}}"#, "x".repeat(5000))).await;
+    assert_eq!(closed(&mut client).await.0, 1009);
+    still_healthy(&gw).await;
+}
+
+#[tokio::test]
+async fn no_register_within_the_timeout_closes_4001() {
+    let gw = common::start(Settings { register_timeout: Some(Duration::from_millis(200)), ..settings() }).await;
+    let mut client = compat(&gw).await;
+    assert_eq!(closed(&mut client).await.0, 4001);
+    still_healthy(&gw).await;
+}
+
+// ---------------------------------------------------------------- limits
+
+#[tokio::test]
+async fn connection_limits_close_4003() {
+    let s = Settings { max_connections: Some(2), max_connections_per_user: Some(1), ..settings() };
+    let gw = common::start(s).await;
+    let _first = joined_compat(&gw, "u1", "e").await;
+    let mut second_tab = compat(&gw).await;
+    send(&mut second_tab, r#"{"token":"u1","event":"e"}"#).await;
+    assert_eq!(closed(&mut second_tab).await.0, 4003);
+    let _other = joined_compat(&gw, "u2", "e").await;
+    let mut third = compat(&gw).await;
+    assert_eq!(closed(&mut third).await.0, 4003);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_closed_4000_even_while_its_socket_is_blocked() {
+    let gw = common::start(settings()).await;
+    let mut slow = joined_compat(&gw, "slow", "e").await;
+    let big = "x".repeat(64 * 1024);
+    // The client reads nothing: the kernel buffers fill, the session's flush
+    // blocks, then the outbox overflows its 256 KiB cap.
+    let mut pushes = 0;
+    while push_text(&gw, "slow", "e", &big).delivered == 1 {
+        pushes += 1;
+        assert!(pushes < 4000, "the queue never overflowed");
+        tokio::task::yield_now().await;
+    }
+    // The session notices the close while its write is still blocked.
+    online(&gw, "slow", 0).await;
+    assert_eq!(closed(&mut slow).await.0, 4000);
+    still_healthy(&gw).await;
+}
+
+// ---------------------------------------------------------------- heartbeat and shutdown
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    let gw = common::start(fast_heartbeat()).await;
+    let mut client = joined_compat(&gw, "u1", "e").await;
+    let mut pings = 0;
+    let watch = async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    // Four ping intervals: a silent connection would be closed within the first.
+    let _ = timeout(Duration::from_millis(1200), watch).await;
+    assert!(pings >= 2, "only {pings} pings");
+    assert_eq!(push_text(&gw, "u1", "e", "alive").delivered, 1);
+    assert_eq!(next_text(&mut client).await, "alive");
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_is_closed() {
+    let gw = common::start(fast_heartbeat()).await;
+    let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    // A masked text frame (mask 0) carrying the register message.
+    let register = br#"{"token":"mute","event":"e"}"#;
+    let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(register);
+    tcp.write_all(&frame).await.expect("write register");
+    online(&gw, "mute", 1).await;
+    // Read everything, answer nothing; the server must close with 1011.
+    let mut seen = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    timeout(WAIT, read_all).await.expect("server closed the connection");
+    let close = [0x88u8, 2 + 12, 0x03, 0xF3]; // close frame: code 1011, reason "pong timeout"
+    assert!(seen.windows(4).any(|w| w == close), "no 1011 close frame in {seen:?}");
+    online(&gw, "mute", 0).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_sessions_with_1001() {
+    let gw = common::start(Settings { drain_timeout: Some(Duration::from_secs(2)), ..settings() }).await;
+    let mut joined = joined_compat(&gw, "u1", "e").await;
+    let mut waiting = compat(&gw).await;
+    gw.running.shutdown();
+    let (code, reason) = closed(&mut joined).await;
+    assert_eq!(code, 1001);
+    assert!(reason.contains("reconnect_after_ms="), "{reason}");
+    assert_eq!(closed(&mut waiting).await.0, 1001);
+}
+
+// ---------------------------------------------------------------- plain HTTP
+
+async fn http_get(gw: &Gateway, path: &str) -> String {
+    let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    timeout(WAIT, tcp.read_to_string(&mut response)).await.expect("answer in time").expect("read");
+    response
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let gw = common::start(settings()).await;
+    let health = http_get(&gw, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
+    let ready = http_get(&gw, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready"), "{ready}");
+    assert!(http_get(&gw, "/nope").await.starts_with("HTTP/1.1 404"));
+    assert!(http_get(&gw, "/ws").await.starts_with("HTTP/1.1 426"));
+}
