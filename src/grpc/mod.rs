@@ -1,19 +1,59 @@
 //! The gRPC adapter: `pushgate.v1.PushService`, `grpc.health.v1.Health` and
-//! reflection (v1 and v1alpha). Handlers convert → call the hub → convert.
+//! reflection (v1 and v1alpha). Handlers convert → call the hub → convert;
+//! the logic of each call lives once, in [`crate::api`].
+
+mod auth;
+mod limits;
+mod service;
 
 use std::sync::Arc;
 
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+
 use crate::core::{ApiKeys, Hub};
+use crate::proto::push_service_server::SERVICE_NAME;
+
+use auth::ProducerAuth;
 
 /// The gRPC services as routes to merge into the internal listener, and the
 /// health reporter that shutdown flips to NOT_SERVING.
 pub struct GrpcServices {
+    /// PushService, health and reflection, routed by service name; its
+    /// fallback answers gRPC UNIMPLEMENTED.
     pub routes: axum::Router,
+    /// Health status of `""` and `pushgate.v1.PushService`.
     pub health: tonic_health::server::HealthReporter,
 }
 
-/// Builds the services over `hub`; PushService requires `keys` when any is set.
+/// Builds the services over `hub`; PushService requires `keys` when any is set
+/// (health and reflection never do). Health starts SERVING for `""` and
+/// `pushgate.v1.PushService`.
 pub async fn services(hub: Arc<Hub>, keys: ApiKeys) -> GrpcServices {
-    let _ = (hub, keys);
-    todo!("grpc adapter")
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+    let push = limits::ByMethod::new(hub, ProducerAuth::new(keys));
+    let mut routes = Routes::new(push).add_service(health_service);
+    routes = add_reflection(routes);
+    GrpcServices { routes: routes.into_axum_router(), health }
+}
+
+/// Adds reflection v1 and v1alpha over the embedded descriptor set. The set
+/// is compiled in, so building can only fail on a build defect; it is then
+/// logged and reflection left out rather than failing the gateway.
+fn add_reflection(mut routes: Routes) -> Routes {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+    };
+    match builder().build_v1() {
+        Ok(v1) => routes = routes.add_service(v1),
+        Err(error) => tracing::error!(%error, "gRPC reflection v1 unavailable"),
+    }
+    match builder().build_v1alpha() {
+        Ok(v1alpha) => routes = routes.add_service(v1alpha),
+        Err(error) => tracing::error!(%error, "gRPC reflection v1alpha unavailable"),
+    }
+    routes
 }

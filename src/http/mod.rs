@@ -1,25 +1,77 @@
 //! The internal listener's HTTP side: wserver's `POST /push`, the `/v1/*` JSON
-//! mirror of the gRPC API, `/healthz`, `/readyz`; and the server loop that
-//! serves HTTP/1.1 and HTTP/2 (gRPC) on one port.
+//! mirror of the gRPC API, `/metrics`, `/healthz`, `/readyz`; and the server
+//! loop that serves HTTP/1.1 and HTTP/2 (gRPC) on one port.
+//!
+//! Producer routes need `authorization: Bearer <key>` when keys are
+//! configured; `/metrics` and the health routes never do (scrapers and load
+//! balancers; they reveal counts, no user data). A wrong method gets 405 before
+//! the key is looked at, as in wserver.
+
+mod listener;
+mod mirror;
+mod wserver;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
 use crate::core::{ApiKeys, Hub};
 
-/// The HTTP routes of the internal port.
-pub fn router(hub: Arc<Hub>, keys: ApiKeys) -> axum::Router {
-    let _ = (hub, keys);
-    todo!("http adapter")
+pub use listener::serve;
+
+/// What every route handler shares: the hub and the producer keys.
+#[derive(Debug)]
+struct Shared {
+    hub: Arc<Hub>,
+    keys: ApiKeys,
 }
 
-/// Serves `router` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share the
-/// port) until `shutdown`; in-flight requests finish, each connection task is
-/// on `tracker`.
-pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: CancellationToken, tracker: TaskTracker) {
-    let _ = (listener, router, shutdown, tracker);
-    todo!("http serve")
+impl Shared {
+    /// True when `headers` carry a valid producer key, or none is required.
+    /// Constant time in the key (see [`ApiKeys::check_header`]).
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        self.keys.check_header(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    }
 }
+
+/// The HTTP routes of the internal port. It sets no fallback, so it merges
+/// with the gRPC routes (whose fallback answers gRPC UNIMPLEMENTED).
+pub fn router(hub: Arc<Hub>, keys: ApiKeys) -> Router {
+    let shared = Arc::new(Shared { hub, keys });
+    let health =
+        Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics));
+    health.with_state(Arc::clone(&shared)).merge(wserver::routes(&shared)).merge(mirror::routes(&shared))
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 `ready`, or 503 once shutdown has begun.
+async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+    if shared.hub.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+/// `GET /metrics`: the hub's metrics in the OpenMetrics text format.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, shared.hub.metrics().registry()) {
+        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "/metrics: encoding failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

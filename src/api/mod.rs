@@ -1,0 +1,197 @@
+//! The producer API expressed over the `pushgate.v1` proto types, shared by
+//! the gRPC and the HTTP adapters so each call's logic exists once: convert the
+//! request into core terms, call the [`Hub`], convert the result back.
+//!
+//! Nothing here awaits: every call is one synchronous hub operation. Nothing
+//! here knows tonic or axum either; an adapter turns [`ApiError::code`] into
+//! its own status.
+
+mod error;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use error::{ApiError, Code};
+
+use crate::core::{Hub, Payload, Published, Push, PushError, validate_event};
+use crate::proto::{
+    BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, OnlineReply, OnlineRequest, PushBatchReply,
+    PushBatchRequest, PushReply, PushRequest, StatsReply, StatsRequest, broadcast_request, push_request,
+};
+
+/// Bytes a single push may take on the wire beyond its payload (user id,
+/// event, request id, idempotency key, framing).
+pub const PUSH_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// Pushes one batch may carry at full payload size before its decoded size
+/// limit is reached; smaller pushes fit in greater numbers.
+pub const BATCH_PUSHES_AT_MAX_SIZE: usize = 64;
+
+/// The largest encoded `PushRequest` worth decoding: a payload at the
+/// `--max-message-bytes` limit plus [`PUSH_OVERHEAD_BYTES`]. A payload just
+/// over the limit still decodes, so it is refused by validation with a message
+/// naming the field rather than by the decoder.
+pub fn max_push_bytes(hub: &Hub) -> usize {
+    hub.config().max_message_bytes.saturating_add(PUSH_OVERHEAD_BYTES)
+}
+
+/// The largest encoded `PushBatchRequest` worth decoding (at least 4 MiB).
+pub fn max_batch_bytes(hub: &Hub) -> usize {
+    max_push_bytes(hub).saturating_mul(BATCH_PUSHES_AT_MAX_SIZE).max(4 << 20)
+}
+
+/// `Push`: queues one message to the user's connections subscribed to its
+/// event. Costs one hub publish; never waits on a connection.
+pub fn push(hub: &Hub, mut request: PushRequest) -> Result<PushReply, ApiError> {
+    let request_id = std::mem::take(&mut request.request_id);
+    match hub.publish(to_push(request)) {
+        Ok(published) => Ok(reply(published, request_id)),
+        Err(e) => Err(refused("push", e)),
+    }
+}
+
+/// One push of a `PushStream` or `PushBatch`: like [`push`], but a failure
+/// becomes the reply's `error` (with the request id echoed) instead of ending
+/// the call.
+pub fn push_reply(hub: &Hub, mut request: PushRequest) -> PushReply {
+    let request_id = std::mem::take(&mut request.request_id);
+    match hub.publish(to_push(request)) {
+        Ok(published) => reply(published, request_id),
+        Err(e) => PushReply { request_id, error: Some(refused("push", e).to_proto()), ..Default::default() },
+    }
+}
+
+/// The reply to an accepted push.
+fn reply(published: Published, request_id: String) -> PushReply {
+    PushReply {
+        delivered: published.delivered,
+        seq: published.seq,
+        request_id,
+        error: None,
+        duplicate: published.duplicate,
+    }
+}
+
+/// `PushBatch`: one reply per push, in order; a failing push does not stop
+/// the others.
+pub fn push_batch(hub: &Hub, request: PushBatchRequest) -> PushBatchReply {
+    PushBatchReply { replies: request.pushes.into_iter().map(|p| push_reply(hub, p)).collect() }
+}
+
+/// `Broadcast`: one delivery, shared by every connection subscribed to the
+/// event (only those of `user_ids` when given). Without `user_ids` it walks
+/// every user of the hub.
+pub fn broadcast(hub: &Hub, request: BroadcastRequest) -> Result<BroadcastReply, ApiError> {
+    let payload = match request.payload {
+        Some(broadcast_request::Payload::Message(text)) => Payload::text(text),
+        Some(broadcast_request::Payload::Data(data)) => Payload::Binary(data),
+        None => Payload::text(""),
+    };
+    match hub.broadcast(&request.event, payload, &request.user_ids) {
+        Ok(delivered) => Ok(BroadcastReply { delivered, request_id: request.request_id }),
+        Err(e) => Err(refused("broadcast", e)),
+    }
+}
+
+/// `Disconnect`: closes the user's connections (only those subscribed to
+/// `event` when set) with 4502. An explicitly empty `event` is refused rather
+/// than taken as "all events".
+pub fn disconnect(hub: &Hub, request: DisconnectRequest) -> Result<DisconnectReply, ApiError> {
+    if request.user_id.is_empty() {
+        return Err(refused("disconnect", PushError::EmptyUser));
+    }
+    if let Some(event) = &request.event {
+        validate_event(event).map_err(|e| refused("disconnect", PushError::BadEvent(e)))?;
+    }
+    Ok(DisconnectReply { closed: hub.disconnect(&request.user_id, request.event.as_deref()) })
+}
+
+/// `Online`: live connections of each requested user (0 for none).
+pub fn online(hub: &Hub, request: OnlineRequest) -> OnlineReply {
+    let counts = hub.online(&request.user_ids);
+    OnlineReply { connections: request.user_ids.into_iter().zip(counts).collect::<HashMap<_, _>>() }
+}
+
+/// `Stats`: this node's counters, read without locking.
+pub fn stats(hub: &Hub, _request: StatsRequest) -> StatsReply {
+    let s = hub.stats();
+    StatsReply {
+        connections: s.connections,
+        users: s.users,
+        subscriptions: s.subscriptions,
+        pushes: s.pushes,
+        deliveries: s.deliveries,
+        drops: s.drops,
+        broadcasts: s.broadcasts,
+    }
+}
+
+/// The core push a request asks for. Moves the payload: a `message` becomes
+/// text without copying, `data` stays the same `Bytes`.
+pub fn to_push(request: PushRequest) -> Push {
+    let payload = match request.payload {
+        Some(push_request::Payload::Message(text)) => Payload::text(text),
+        Some(push_request::Payload::Data(data)) => Payload::Binary(data),
+        None => Payload::text(""),
+    };
+    let ttl = (request.ttl_ms > 0).then(|| Duration::from_millis(request.ttl_ms));
+    let idempotency_key = (!request.idempotency_key.is_empty()).then_some(request.idempotency_key);
+    Push { user_id: request.user_id, event: request.event, payload, ttl, idempotency_key }
+}
+
+/// Logs a refused call (at debug: a producer's bad request is its bug, and
+/// logging each at a higher level would let it flood the log) and wraps it.
+fn refused(call: &'static str, error: PushError) -> ApiError {
+    let error = ApiError::from(error);
+    tracing::debug!(call, code = error.code().name(), %error, "producer call refused");
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::HubConfig;
+    use bytes::Bytes;
+
+    fn request(user: &str, event: &str, message: &str) -> PushRequest {
+        PushRequest {
+            user_id: user.into(),
+            event: event.into(),
+            payload: Some(push_request::Payload::Message(message.into())),
+            request_id: "r1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn converts_payloads_and_ttl() {
+        let mut r = request("u", "e", "hi");
+        r.ttl_ms = 1500;
+        let p = to_push(r);
+        assert_eq!((p.payload, p.ttl), (Payload::text("hi"), Some(Duration::from_millis(1500))));
+        let r = PushRequest { payload: Some(push_request::Payload::Data(Bytes::from_static(b"\0\x01"))), ..r_empty() };
+        assert_eq!(to_push(r).payload, Payload::Binary(Bytes::from_static(b"\0\x01")));
+        assert_eq!(to_push(r_empty()).payload, Payload::text(""));
+        assert_eq!(to_push(r_empty()).ttl, None);
+    }
+
+    fn r_empty() -> PushRequest {
+        PushRequest { user_id: "u".into(), event: "e".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn failures_name_the_field() {
+        let hub = Hub::new(HubConfig { max_message_bytes: 4, ..HubConfig::default() });
+        let err = |r| push(&hub, r).expect_err("refused");
+        assert!(err(request("", "e", "x")).to_string().contains("user_id"));
+        assert!(err(request("u", "", "x")).to_string().contains("event"));
+        assert!(err(request("u", "a b", "x")).to_string().contains("event"));
+        assert!(err(request("u", "e", "too long")).to_string().contains("message"));
+        let reply = push_reply(&hub, request("", "e", "x"));
+        assert_eq!((reply.request_id.as_str(), reply.error.map(|e| e.code)), ("r1", Some(3)));
+        let bad = DisconnectRequest { user_id: "u".into(), event: Some(String::new()) };
+        assert_eq!(disconnect(&hub, bad).map_err(|e| e.code()), Err(Code::InvalidArgument));
+        hub.begin_shutdown();
+        assert_eq!(err(request("u", "e", "x")).code(), Code::Unavailable);
+    }
+}

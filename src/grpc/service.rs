@@ -1,0 +1,81 @@
+//! `PushService` over the hub: each handler converts → calls [`crate::api`]
+//! → converts.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::api::{self, ApiError, Code};
+use crate::core::Hub;
+use crate::proto::push_service_server::PushService;
+use crate::proto::{
+    BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, OnlineReply, OnlineRequest, PushBatchReply,
+    PushBatchRequest, PushReply, PushRequest, StatsReply, StatsRequest,
+};
+
+/// The `PushService` implementation: a handle on the hub.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    hub: Arc<Hub>,
+}
+
+impl Producer {
+    /// A service pushing through `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+/// The tonic status for an API error, by exhaustive match on its code.
+pub fn status(error: &ApiError) -> Status {
+    let code = match error.code() {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::Unauthenticated => tonic::Code::Unauthenticated,
+        Code::Unavailable => tonic::Code::Unavailable,
+    };
+    Status::new(code, error.to_string())
+}
+
+/// The reply stream of `PushStream`: the request stream mapped one to one.
+type Replies = Pin<Box<dyn Stream<Item = Result<PushReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PushService for Producer {
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
+        api::push(&self.hub, request.into_inner()).map(Response::new).map_err(|e| status(&e))
+    }
+
+    type PushStreamStream = Replies;
+
+    /// Maps the request stream lazily: a request is read (and pushed) only
+    /// when the transport asks for the next reply, so a producer that stops
+    /// reading replies is held back by HTTP/2 flow control. A transport or
+    /// decode error on the request stream ends the reply stream with it.
+    async fn push_stream(&self, request: Request<Streaming<PushRequest>>) -> Result<Response<Replies>, Status> {
+        let hub = Arc::clone(&self.hub);
+        let replies = request.into_inner().map(move |next| next.map(|r| api::push_reply(&hub, r)));
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn push_batch(&self, request: Request<PushBatchRequest>) -> Result<Response<PushBatchReply>, Status> {
+        Ok(Response::new(api::push_batch(&self.hub, request.into_inner())))
+    }
+
+    async fn broadcast(&self, request: Request<BroadcastRequest>) -> Result<Response<BroadcastReply>, Status> {
+        api::broadcast(&self.hub, request.into_inner()).map(Response::new).map_err(|e| status(&e))
+    }
+
+    async fn disconnect(&self, request: Request<DisconnectRequest>) -> Result<Response<DisconnectReply>, Status> {
+        api::disconnect(&self.hub, request.into_inner()).map(Response::new).map_err(|e| status(&e))
+    }
+
+    async fn online(&self, request: Request<OnlineRequest>) -> Result<Response<OnlineReply>, Status> {
+        Ok(Response::new(api::online(&self.hub, request.into_inner())))
+    }
+
+    async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
+        Ok(Response::new(api::stats(&self.hub, request.into_inner())))
+    }
+}

@@ -1,0 +1,105 @@
+//! The internal listener's accept loop: HTTP/1.1 and HTTP/2 with prior
+//! knowledge (h2c, which is what gRPC clients speak) on one port, detected
+//! per connection by hyper-util's `auto` builder.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+/// HTTP/2 receive window per stream: large enough that one `PushStream`
+/// keeps a producer busy across a loopback or LAN round trip.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 receive window per connection, shared by its streams.
+const CONNECTION_WINDOW: u32 = 2 << 20;
+/// First pause after a failed accept (EMFILE, ENFILE, ENOBUFS...), doubled
+/// per further failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serves `router` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share the
+/// port) until `shutdown`; in-flight requests finish, each connection task is
+/// on `tracker`. An accept error never ends the loop: it is logged and the
+/// loop pauses briefly, so a full file table does not spin the CPU.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, tracker: TaskTracker) {
+    let builder = connection_builder();
+    let graceful = GracefulShutdown::new();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = MIN_BACKOFF;
+                let conn = Conn { builder: &builder, graceful: &graceful, tracker: &tracker, router: &router };
+                conn.spawn(stream, peer);
+            }
+            Err(error) => {
+                tracing::warn!(%error, pause = ?backoff, "internal listener: accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    drop(listener);
+    tracing::debug!(open = graceful.count(), "internal listener closed; finishing in-flight requests");
+    graceful.shutdown().await;
+}
+
+/// The connection settings shared by every producer connection.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// What a new connection is served with.
+struct Conn<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    graceful: &'a GracefulShutdown,
+    tracker: &'a TaskTracker,
+    router: &'a Router,
+}
+
+impl Conn<'_> {
+    /// Serves `stream` on its own task, watched by the graceful shutdown.
+    fn spawn(self, stream: TcpStream, peer: std::net::SocketAddr) {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let span = tracing::debug_span!("producer_conn", id = NEXT_ID.fetch_add(1, Ordering::Relaxed), %peer);
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(parent: &span, %error, "TCP_NODELAY not set");
+        }
+        let service = TowerToHyperService::new(self.router.clone());
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = self.graceful.watch(connection);
+        self.tracker.spawn(
+            async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "producer connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! wserver's `POST /push`, byte for byte: request `{"userId","event","message"}`
+//! (keys matched case-insensitively, unknown keys ignored, as Go's
+//! `encoding/json` does), reply `message sent to N clients`; 400
+//! `request data illegal` for any bad body, 401 without a valid key, 405 for
+//! other methods (SPEC §4.3).
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserializer as _;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+use super::Shared;
+use crate::api::{self, Code};
+use crate::proto::{PushRequest, push_request};
+
+/// wserver's answer to any request it cannot use.
+const ILLEGAL: &str = "request data illegal";
+
+/// Worst-case growth of a payload once written as a JSON string (`\u00XX`).
+const JSON_ESCAPE_FACTOR: usize = 6;
+
+/// `POST /push`, behind the producer key.
+pub(super) fn routes(shared: &Arc<Shared>) -> Router {
+    let limit = api::max_push_bytes(&shared.hub).saturating_mul(JSON_ESCAPE_FACTOR);
+    let push = post(push)
+        .route_layer(middleware::from_fn_with_state(Arc::clone(shared), require_key))
+        .layer(DefaultBodyLimit::max(limit));
+    Router::new().route("/push", push).with_state(Arc::clone(shared))
+}
+
+/// 401 with an empty body (as wserver) unless the request carries a valid key.
+async fn require_key(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if shared.authorized(request.headers()) {
+        return next.run(request).await;
+    }
+    tracing::warn!("POST /push without a valid producer key refused");
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
+}
+
+/// Converts wserver's body → `api::push` → wserver's reply.
+async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let Some(request) = body.ok().as_deref().and_then(parse) else {
+        return illegal();
+    };
+    match api::push(&shared.hub, request) {
+        Ok(reply) => format!("message sent to {} clients", reply.delivered).into_response(),
+        Err(error) => match error.code() {
+            Code::InvalidArgument => illegal(),
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED.into_response(),
+            Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+        },
+    }
+}
+
+fn illegal() -> Response {
+    (StatusCode::BAD_REQUEST, ILLEGAL).into_response()
+}
+
+/// The push a wserver body asks for, or `None` when wserver would answer
+/// 400: not a JSON object, a field of the wrong type, or an empty field.
+/// Like Go's decoder it reads the first JSON value and ignores what follows.
+fn parse(body: &[u8]) -> Option<PushRequest> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fields = (&mut de).deserialize_map(FieldsVisitor).ok()?;
+    if fields.user_id.is_empty() || fields.event.is_empty() || fields.message.is_empty() {
+        return None;
+    }
+    Some(PushRequest {
+        user_id: fields.user_id,
+        event: fields.event,
+        payload: Some(push_request::Payload::Message(fields.message)),
+        ..Default::default()
+    })
+}
+
+/// wserver's `pushMessage`.
+#[derive(Default)]
+struct Fields {
+    user_id: String,
+    event: String,
+    message: String,
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"{"userId","event","message"}"#)
+    }
+
+    /// Keys match case-insensitively; the last of duplicates wins; `null`
+    /// leaves a field as it was — all as Go's `encoding/json`.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = if key.eq_ignore_ascii_case("userId") {
+                &mut fields.user_id
+            } else if key.eq_ignore_ascii_case("event") {
+                &mut fields.event
+            } else if key.eq_ignore_ascii_case("message") {
+                &mut fields.message
+            } else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if let Some(value) = map.next_value::<Option<String>>()? {
+                *slot = value;
+            }
+        }
+        Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_like_go() {
+        let r = parse(br#"{"USERID":"u","Event":"e","message":"m","extra":[1,{}]} trailing"#).expect("parses");
+        assert_eq!((r.user_id.as_str(), r.event.as_str()), ("u", "e"));
+        assert_eq!(r.payload, Some(push_request::Payload::Message("m".into())));
+        assert!(parse(br#"{"userId":"u","event":"e","message":"m","userid":null}"#).is_some());
+        assert!(parse(br#"{"userId":"u","event":"e","message":""}"#).is_none());
+        assert!(parse(br#"{"userId":"u","event":"e"}"#).is_none());
+        assert!(parse(br#"{"userId":1,"event":"e","message":"m"}"#).is_none());
+        assert!(parse(br#"["u","e","m"]"#).is_none());
+        assert!(parse(b"not json").is_none());
+    }
+}
