@@ -13,16 +13,41 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::core::{HubConfig, SlowPolicy};
+use crate::tls::TlsFiles;
 
 /// How browser tokens become users (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
 pub enum AuthMode {
-    /// The token is the user id (wserver's default). Loopback only unless --insecure.
+    /// `none`: the token is the user id (wserver's default). Loopback only unless --insecure.
     #[default]
     None,
-    /// A static table of `TOKEN USER_ID` lines (--auth-tokens FILE).
+    /// `tokens`: a static table of `TOKEN USER_ID` lines (--auth-tokens FILE).
     Tokens,
+    /// `jwt`: JWTs checked with --jwt-secret, --jwt-public-key or --jwks.
+    Jwt,
+    /// `webhook=URL`: the backend at URL answers for each token.
+    Webhook(String),
+}
+
+impl TryFrom<String> for AuthMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        parse_auth_mode(&s)
+    }
+}
+
+/// Parses `none`, `tokens`, `jwt` or `webhook=URL`.
+pub fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
+    match s {
+        "none" => Ok(AuthMode::None),
+        "tokens" => Ok(AuthMode::Tokens),
+        "jwt" => Ok(AuthMode::Jwt),
+        _ => match s.strip_prefix("webhook=") {
+            Some(url) if !url.is_empty() => Ok(AuthMode::Webhook(url.to_owned())),
+            _ => Err(format!("`{s}`: expected none, tokens, jwt or webhook=URL")),
+        },
+    }
 }
 
 /// Log line format.
@@ -56,12 +81,29 @@ pub struct Settings {
     /// [default: any origin when the public listener is on loopback]
     #[arg(long, env = "PUSHGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
-    /// Connection authentication. [default: none]
-    #[arg(long, env = "PUSHGATE_AUTH", value_enum)]
+    /// Connection authentication: none, tokens, jwt or webhook=URL. [default: none]
+    #[arg(long, env = "PUSHGATE_AUTH", value_parser = parse_auth_mode)]
     pub auth: Option<AuthMode>,
     /// Token table for `--auth tokens`: `TOKEN USER_ID` per line.
     #[arg(long, env = "PUSHGATE_AUTH_TOKENS")]
     pub auth_tokens: Option<PathBuf>,
+    /// HS256/384/512 secret for `--auth jwt`.
+    #[arg(long, env = "PUSHGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA, EC or Ed25519) for `--auth jwt`.
+    #[arg(long, env = "PUSHGATE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// JWKS file for `--auth jwt`.
+    #[arg(long, env = "PUSHGATE_JWKS")]
+    pub jwks: Option<PathBuf>,
+    /// How long the auth webhook may take before the connection is refused (1011). [default: 2s]
+    #[arg(long, env = "PUSHGATE_AUTH_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub auth_timeout: Option<Duration>,
+    /// How long auth webhook answers are cached. [default: 30s]
+    #[arg(long, env = "PUSHGATE_AUTH_CACHE_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub auth_cache_ttl: Option<Duration>,
     /// Producer API key (repeatable; env: comma-separated). [default: none]
     #[arg(long = "api-key", env = "PUSHGATE_API_KEYS", value_delimiter = ',')]
     #[serde(rename = "api-keys")]
@@ -69,6 +111,21 @@ pub struct Settings {
     /// File of producer API keys, one per line.
     #[arg(long, env = "PUSHGATE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the internal (producer) listener.
+    #[arg(long, env = "PUSHGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "PUSHGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: producers must present a client certificate it signed (mutual TLS).
+    #[arg(long, env = "PUSHGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the public listener (wss://).
+    #[arg(long, env = "PUSHGATE_PUBLIC_TLS_CERT", requires = "public_tls_key")]
+    pub public_tls_cert: Option<PathBuf>,
+    /// PEM private key for --public-tls-cert.
+    #[arg(long, env = "PUSHGATE_PUBLIC_TLS_KEY", requires = "public_tls_cert")]
+    pub public_tls_key: Option<PathBuf>,
     /// Allow non-loopback binds without auth or producer keys.
     #[arg(long, env = "PUSHGATE_INSECURE")]
     pub insecure: Option<bool>,
@@ -177,6 +234,8 @@ pub struct PublicConfig {
     pub max_connections: usize,
     /// Default 4096.
     pub max_client_frame_bytes: usize,
+    /// TLS (`wss://`); default none.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The producer listener.
@@ -186,13 +245,36 @@ pub struct InternalConfig {
     pub addr: SocketAddr,
     /// Producer API keys; empty: none required (loopback only).
     pub api_keys: Vec<String>,
+    /// TLS, optionally mutual; default none.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Browser authentication.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthConfig {
     pub mode: AuthMode,
     pub tokens_file: Option<PathBuf>,
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwks: Option<PathBuf>,
+    /// Default 2 s.
+    pub timeout: Duration,
+    /// Default 30 s.
+    pub cache_ttl: Duration,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("mode", &self.mode)
+            .field("tokens_file", &self.tokens_file)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwks", &self.jwks)
+            .field("timeout", &self.timeout)
+            .field("cache_ttl", &self.cache_ttl)
+            .finish()
+    }
 }
 
 /// Ping/pong timing, driven by one task for all connections.
@@ -228,8 +310,18 @@ impl Settings {
             allowed_origins,
             auth,
             auth_tokens,
+            jwt_secret,
+            jwt_public_key,
+            jwks,
+            auth_timeout,
+            auth_cache_ttl,
             api_keys,
             api_keys_file,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            public_tls_cert,
+            public_tls_key,
             insecure,
             register_timeout,
             handshake_timeout,
@@ -270,10 +362,23 @@ impl Settings {
                 handshake_timeout: s.handshake_timeout.unwrap_or(Duration::from_secs(5)),
                 max_connections: s.max_connections.unwrap_or(10_000),
                 max_client_frame_bytes: s.max_client_frame_bytes.unwrap_or(4096),
+                tls: tls_files(s.public_tls_cert.clone(), s.public_tls_key.clone(), None, "public-tls-cert")?,
             },
-            internal: InternalConfig { addr: s.internal_addr.unwrap_or(([127, 0, 0, 1], 50051).into()), api_keys },
+            internal: InternalConfig {
+                addr: s.internal_addr.unwrap_or(([127, 0, 0, 1], 50051).into()),
+                api_keys,
+                tls: tls_files(s.tls_cert.clone(), s.tls_key.clone(), s.tls_client_ca.clone(), "tls-cert")?,
+            },
             hub,
-            auth: AuthConfig { mode: s.auth.unwrap_or_default(), tokens_file: s.auth_tokens },
+            auth: AuthConfig {
+                mode: s.auth.unwrap_or_default(),
+                tokens_file: s.auth_tokens,
+                jwt_secret: s.jwt_secret,
+                jwt_public_key: s.jwt_public_key,
+                jwks: s.jwks,
+                timeout: s.auth_timeout.unwrap_or(Duration::from_secs(2)),
+                cache_ttl: s.auth_cache_ttl.unwrap_or(Duration::from_secs(30)),
+            },
             heartbeat: HeartbeatConfig {
                 ping_interval: s.ping_interval.unwrap_or(Duration::from_secs(25)),
                 pong_timeout: s.pong_timeout.unwrap_or(Duration::from_secs(10)),
@@ -307,6 +412,10 @@ impl Config {
         if self.auth.mode == AuthMode::Tokens && self.auth.tokens_file.is_none() {
             return invalid("auth-tokens", "--auth tokens needs --auth-tokens FILE");
         }
+        let jwt_keys = [self.auth.jwt_secret.is_some(), self.auth.jwt_public_key.is_some(), self.auth.jwks.is_some()];
+        if self.auth.mode == AuthMode::Jwt && jwt_keys.iter().filter(|k| **k).count() != 1 {
+            return invalid("jwt-secret", "--auth jwt needs exactly one of --jwt-secret, --jwt-public-key, --jwks");
+        }
         if !self.public.ws_path.starts_with('/') {
             return invalid("ws-path", "must start with /");
         }
@@ -328,10 +437,28 @@ impl Config {
         if !self.public.addr.ip().is_loopback() && self.public.allowed_origins.is_empty() {
             return invalid("allowed-origins", "a non-loopback public listener needs --allowed-origins, or --insecure");
         }
-        if !self.internal.addr.ip().is_loopback() && self.internal.api_keys.is_empty() {
-            return invalid("internal-addr", "a non-loopback internal listener needs --api-key, or --insecure");
+        let mutual_tls = self.internal.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !self.internal.addr.ip().is_loopback() && self.internal.api_keys.is_empty() && !mutual_tls {
+            return invalid(
+                "internal-addr",
+                "a non-loopback internal listener needs --api-key or --tls-client-ca, or --insecure",
+            );
         }
         Ok(())
+    }
+}
+
+/// Cert and key come together (a file may give one without the other).
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    name: &'static str,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key, client_ca })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        _ => Err(ConfigError::Invalid { key: name, message: "certificate and key must both be given".into() }),
     }
 }
 

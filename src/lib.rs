@@ -5,11 +5,15 @@
 //! - [`core`]: the transport-free hub — users, connections, subscriptions,
 //!   per-user `seq` and history, send queues, authentication seam, close codes.
 //! - [`ws`]: the public listener — WebSocket handshake, browser sessions.
+//! - [`api`]: the producer API over the proto types, shared by the gRPC and
+//!   HTTP adapters (convert → call the hub → convert).
 //! - [`grpc`]: the `pushgate.v1.PushService` tonic service, health, reflection.
 //! - [`http`]: the internal HTTP routes — wserver's `POST /push`, the `/v1/*`
 //!   JSON mirror, health.
 //! - [`server`]: the one place that wires the adapters to the hub, binds the
 //!   listeners and owns shutdown.
+//! - [`auth`]: the `--auth` modes beyond the core's (JWT, webhook).
+//! - [`tls`]: rustls acceptors for both listeners, mutual TLS for producers.
 //! - [`config`]: flags, environment and TOML file resolved into one `Config`.
 //! - [`proto`]: the generated `pushgate.v1` types and stubs.
 //!
@@ -18,12 +22,15 @@
 //! connection without waiting; each connection's session task wakes and
 //! writes everything queued in one go.
 
+pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod http;
 pub mod server;
+pub mod tls;
 pub mod ws;
 
 /// The generated `pushgate.v1` protobuf types, gRPC stubs and proto3-JSON

@@ -63,7 +63,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     report_open_file_limit(config.public.max_connections);
-    let auth = server::authenticator(&config)?;
+    let auth = pushgate::auth::from_config(&config.auth)?;
     let listeners = server::Listeners::bind(&config).context("binding the listeners")?;
     let running = server::start(config, listeners, auth, shutdown_signal()).await?;
     running.wait().await;

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AuthMode, Config};
-use crate::core::{ApiKeys, Authenticator, CloseCode, CloseReason, Hub, TokenIsUser, TokenTable};
+use crate::config::Config;
+use crate::core::{ApiKeys, Authenticator, CloseCode, CloseReason, Hub};
 use crate::{grpc, http, ws};
 
 /// The two bound listeners.
@@ -43,20 +43,6 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
-}
-
-/// The authenticator `config` asks for.
-pub fn authenticator(config: &Config) -> Result<Arc<dyn Authenticator>, crate::core::auth::TokenTableError> {
-    Ok(match config.auth.mode {
-        AuthMode::None => {
-            tracing::warn!("--auth none: the browser's token is taken as its user id; use only for development");
-            Arc::new(TokenIsUser)
-        }
-        AuthMode::Tokens => {
-            let path = config.auth.tokens_file.as_deref().unwrap_or(std::path::Path::new(""));
-            Arc::new(TokenTable::load(path)?)
-        }
-    })
 }
 
 /// A started gateway.

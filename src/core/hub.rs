@@ -17,8 +17,9 @@ use super::close::{CloseCode, CloseReason};
 use super::delivery::{Delivery, Payload};
 use super::event::{EventError, EventName, validate_event};
 use super::history::{History, Replay};
+use super::idempotency::RecentKeys;
 use super::outbox::{Offer, Outbox, SlowPolicy};
-use super::stats::{Stats, StatsSnapshot};
+use super::stats::{DropReason, Metrics, PushResult, StatsSnapshot};
 
 /// A user id, shared by reference count.
 pub type UserId = Arc<str>;
@@ -64,6 +65,16 @@ pub struct Push {
     pub payload: Payload,
     /// Not replayed from history after this long.
     pub ttl: Option<Duration>,
+    /// A repeat of this key for the same user within the history TTL is
+    /// acknowledged with the first push's seq and not delivered again.
+    pub idempotency_key: Option<String>,
+}
+
+impl Push {
+    /// A push of `payload` to `user_id` on `event`, with no TTL or key.
+    pub fn new(user_id: impl Into<String>, event: impl Into<String>, payload: Payload) -> Self {
+        Self { user_id: user_id.into(), event: event.into(), payload, ttl: None, idempotency_key: None }
+    }
 }
 
 /// What a push did.
@@ -74,6 +85,9 @@ pub struct Published {
     /// The user's seq given to it (0 when the user has neither connections nor
     /// history, so nothing was numbered).
     pub seq: u64,
+    /// True when the push repeated an idempotency key: not delivered again,
+    /// `seq` is the first push's.
+    pub duplicate: bool,
 }
 
 /// Why a push (or broadcast) was refused. Each message names the field.
@@ -115,6 +129,14 @@ struct UserEntry {
     seq: u64,
     members: Vec<Member>,
     history: History,
+    keys: RecentKeys,
+}
+
+impl UserEntry {
+    /// True when nothing needs the entry any more.
+    fn is_idle(&self) -> bool {
+        self.members.is_empty() && self.history.is_empty() && self.keys.is_empty()
+    }
 }
 
 type Shard = HashMap<UserId, UserEntry>;
@@ -138,7 +160,7 @@ pub struct Hub {
     config: HubConfig,
     next_conn: AtomicU64,
     closing: AtomicBool,
-    stats: Stats,
+    stats: Metrics,
 }
 
 const SHARDS: usize = 64;
@@ -152,7 +174,7 @@ impl Hub {
             config,
             next_conn: AtomicU64::new(1),
             closing: AtomicBool::new(false),
-            stats: Stats::default(),
+            stats: Metrics::new(),
         })
     }
 
@@ -184,6 +206,12 @@ impl Hub {
     /// Counters and gauges of this hub.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// The hub's Prometheus metrics; adapters record what only they see
+    /// (close codes, write latency) here.
+    pub fn metrics(&self) -> &Metrics {
+        &self.stats
     }
 
     /// Refuses pushes and joins from now on (shutdown).
@@ -221,28 +249,41 @@ impl Hub {
     /// connection of the user subscribed to its event. Never waits on a
     /// connection; costs one allocation plus one queue insert per connection.
     pub fn publish(&self, push: Push) -> Result<Published, PushError> {
+        let result = self.publish_checked(push);
+        self.stats.push(match &result {
+            Ok(_) => PushResult::Ok,
+            Err(PushError::ShuttingDown) => PushResult::Unavailable,
+            Err(PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. }) => PushResult::Invalid,
+        });
+        result
+    }
+
+    fn publish_checked(&self, push: Push) -> Result<Published, PushError> {
         self.validate(&push.user_id, &push.event, &push.payload)?;
         if self.is_shutting_down() {
             return Err(PushError::ShuttingDown);
         }
         let now = Instant::now();
         let mut shard = self.shard(&push.user_id);
+        let keep = self.config.history_size > 0 || push.idempotency_key.is_some();
         let entry = match shard.get_mut(push.user_id.as_str()) {
             Some(entry) => entry,
-            None if self.config.history_size > 0 => shard.entry(Arc::from(push.user_id)).or_default(),
-            None => {
-                self.stats.pushes.fetch_add(1, Ordering::Relaxed);
-                return Ok(Published::default());
-            }
+            None if keep => shard.entry(Arc::from(push.user_id)).or_default(),
+            None => return Ok(Published::default()),
         };
+        if let Some(seq) = push.idempotency_key.as_deref().and_then(|k| entry.keys.get(k)) {
+            return Ok(Published { delivered: 0, seq, duplicate: true });
+        }
         entry.seq += 1;
         let seq = entry.seq;
         let replay_until = push.ttl.map(|ttl| now + ttl);
         let delivery = Arc::new(Delivery::new(Arc::from(push.event), Some(seq), push.payload, replay_until));
         let delivered = self.fan_out(&entry.members, &delivery);
         entry.history.remember(delivery, self.config.history_size, now);
-        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
-        Ok(Published { delivered, seq })
+        if let Some(key) = push.idempotency_key {
+            entry.keys.insert(key, seq, now);
+        }
+        Ok(Published { delivered, seq, duplicate: false })
     }
 
     /// Queues `delivery` to each member subscribed to its event.
@@ -252,15 +293,15 @@ impl Hub {
             match member.outbox.offer(Arc::clone(delivery)) {
                 Offer::Queued { dropped } => {
                     delivered += 1;
-                    self.stats.drops.fetch_add(u64::from(dropped), Ordering::Relaxed);
+                    self.stats.dropped(DropReason::DropOldest, u64::from(dropped));
                 }
                 Offer::Overflowed { dropped } => {
-                    self.stats.drops.fetch_add(u64::from(dropped), Ordering::Relaxed);
+                    self.stats.dropped(DropReason::SlowConsumer, u64::from(dropped));
                 }
                 Offer::Closed => {}
             }
         }
-        self.stats.deliveries.fetch_add(u64::from(delivered), Ordering::Relaxed);
+        self.stats.deliveries.inc_by(u64::from(delivered));
         delivered
     }
 
@@ -286,7 +327,7 @@ impl Hub {
                 }
             }
         }
-        self.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
+        self.stats.broadcasts.inc();
         Ok(delivered)
     }
 
@@ -357,7 +398,7 @@ impl Hub {
         let member = entry.members.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
         let before = member.events.len();
         add_events(&mut member.events, events, max_events)?;
-        self.stats.subscriptions.fetch_add((member.events.len() - before) as u64, Ordering::Relaxed);
+        self.stats.subscriptions.inc_by((member.events.len() - before) as i64);
         let events = member.events.clone();
         let replay = since.map(|s| entry.history.replay(s, seq, events.as_slice(), Instant::now()));
         Ok(Joined { events, seq, replay })
@@ -371,7 +412,7 @@ impl Hub {
         };
         let before = member.events.len();
         member.events.retain(|e| !events.contains(e));
-        self.stats.subscriptions.fetch_sub((before - member.events.len()) as u64, Ordering::Relaxed);
+        self.stats.subscriptions.dec_by((before - member.events.len()) as i64);
         member.events.clone()
     }
 
@@ -388,7 +429,7 @@ impl Hub {
 
     /// Drops a user's entry once it has neither connections nor history.
     fn prune(shard: &mut Shard, user: &str) {
-        if shard.get(user).is_some_and(|e| e.members.is_empty() && e.history.is_empty()) {
+        if shard.get_mut(user).is_some_and(|e| e.is_idle()) {
             shard.remove(user);
         }
     }
@@ -399,7 +440,11 @@ impl Hub {
         let now = Instant::now();
         let ttl = self.config.history_ttl;
         for mut shard in self.each_shard() {
-            shard.retain(|_, e| !(e.history.expire(ttl, now) && e.members.is_empty()));
+            shard.retain(|_, e| {
+                let history_empty = e.history.expire(ttl, now);
+                let keys_empty = e.keys.expire(ttl, now);
+                !(history_empty && keys_empty && e.members.is_empty())
+            });
         }
     }
 

@@ -9,14 +9,18 @@ pub mod event;
 pub mod heartbeat;
 mod history;
 pub mod hub;
+mod idempotency;
 pub mod outbox;
 mod stats;
 
-pub use auth::{ApiKeys, AuthError, Authenticator, Identity, TokenIsUser, TokenTable};
+pub use auth::{ApiKeys, AuthError, AuthFuture, Authenticator, Identity, TokenIsUser, TokenTable};
 pub use close::{CloseCode, CloseReason};
 pub use delivery::{Delivery, Payload, Text};
 pub use event::{EventName, event_name, validate_event};
 pub use history::Replay;
 pub use hub::{ConnId, Hub, HubConfig, JoinError, Joined, Published, Push, PushError, UserId};
 pub use outbox::{Drained, Offer, Outbox, SlowPolicy};
-pub use stats::StatsSnapshot;
+pub use stats::{DropReason, Metrics, PushResult, StatsSnapshot};
+
+#[cfg(test)]
+mod tests;

@@ -1,17 +1,57 @@
-//! The hub's counters and gauges: plain atomics, read without locking.
+//! The hub's counters, gauges and the push→write latency histogram, held as
+//! Prometheus metrics so `/metrics`, `Stats` and the hub read one source.
+//! Every labelled child used on a hot path is created once up front; an
+//! increment is then one atomic add.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
 
-/// Live counters. Gauges go up and down; counters only up.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub connections: AtomicU64,
-    pub users: AtomicU64,
-    pub subscriptions: AtomicU64,
-    pub pushes: AtomicU64,
-    pub deliveries: AtomicU64,
-    pub drops: AtomicU64,
-    pub broadcasts: AtomicU64,
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::close::CloseCode;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Why a delivery was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The connection's queue overflowed and it was closed (4000).
+    SlowConsumer,
+    /// `--slow-policy drop-oldest` discarded it to make room.
+    DropOldest,
+}
+
+/// How a push ended, for `pushgate_pushes_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushResult {
+    Ok,
+    Invalid,
+    Unavailable,
+    Duplicate,
+}
+
+/// Live metrics of one hub.
+#[derive(Debug)]
+pub struct Metrics {
+    pub(crate) connections: Gauge<i64, AtomicI64>,
+    pub(crate) users: Gauge<i64, AtomicI64>,
+    pub(crate) subscriptions: Gauge<i64, AtomicI64>,
+    pub(crate) registrations: Counter,
+    pushes: [Counter; 4],
+    pub(crate) broadcasts: Counter,
+    pub(crate) deliveries: Counter,
+    drops: [Counter; 2],
+    disconnects: Family<Labels, Counter>,
+    write_latency: Histogram,
+    /// Broker publish errors (0 with the in-process broker).
+    pub broker_errors: Counter,
+    /// Broker reconnects (0 with the in-process broker).
+    pub broker_reconnects: Counter,
+    registry: Registry,
 }
 
 /// A copy of the counters at one moment.
@@ -33,33 +73,132 @@ pub struct StatsSnapshot {
     pub broadcasts: u64,
 }
 
-impl Stats {
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every series.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pushgate");
+        let connections = Gauge::default();
+        let users = Gauge::default();
+        let subscriptions = Gauge::default();
+        let registrations = Counter::default();
+        let pushes_family = Family::<Labels, Counter>::default();
+        let pushes = ["ok", "invalid", "unavailable", "duplicate"]
+            .map(|r| pushes_family.get_or_create_owned(&vec![("result", r.to_owned())]));
+        let broadcasts = Counter::default();
+        let deliveries = Counter::default();
+        let drops_family = Family::<Labels, Counter>::default();
+        let drops =
+            ["slow_consumer", "drop_oldest"].map(|r| drops_family.get_or_create_owned(&vec![("reason", r.to_owned())]));
+        let disconnects = Family::<Labels, Counter>::default();
+        // 50 µs .. ~1.6 s
+        let write_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let broker_errors = Counter::default();
+        let broker_reconnects = Counter::default();
+        registry.register("connections", "WebSocket connections joined to the hub", connections.clone());
+        registry.register("users", "Users with at least one connection", users.clone());
+        registry.register("subscriptions", "Connection-event subscriptions", subscriptions.clone());
+        registry.register("registrations", "Connections that registered", registrations.clone());
+        registry.register("pushes", "Pushes by result", pushes_family);
+        registry.register("broadcasts", "Broadcasts accepted", broadcasts.clone());
+        registry.register("deliveries", "Deliveries queued to connections", deliveries.clone());
+        registry.register("drops", "Deliveries dropped, by reason", drops_family);
+        registry.register("disconnects", "Connections closed, by close code", disconnects.clone());
+        registry.register_with_unit(
+            "push_write_latency",
+            "Time from a push's acceptance to its write to a connection",
+            prometheus_client::registry::Unit::Seconds,
+            write_latency.clone(),
+        );
+        registry.register("broker_publish_errors", "Broker publish errors", broker_errors.clone());
+        registry.register("broker_reconnects", "Broker reconnects", broker_reconnects.clone());
+        Self {
+            connections,
+            users,
+            subscriptions,
+            registrations,
+            pushes,
+            broadcasts,
+            deliveries,
+            drops,
+            disconnects,
+            write_latency,
+            broker_errors,
+            broker_reconnects,
+            registry,
+        }
+    }
+
+    /// The registry to encode for `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Counts a push by result.
+    pub fn push(&self, result: PushResult) {
+        let i = match result {
+            PushResult::Ok => 0,
+            PushResult::Invalid => 1,
+            PushResult::Unavailable => 2,
+            PushResult::Duplicate => 3,
+        };
+        self.pushes[i].inc();
+    }
+
+    /// Counts `n` dropped deliveries.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            let i = match reason {
+                DropReason::SlowConsumer => 0,
+                DropReason::DropOldest => 1,
+            };
+            self.drops[i].inc_by(n);
+        }
+    }
+
+    /// Counts a connection closed with `code`.
+    pub fn disconnected(&self, code: CloseCode) {
+        self.disconnects.get_or_create(&vec![("code", code.code().to_string())]).inc();
+    }
+
+    /// Records the time from a push's acceptance to its write.
+    pub fn written(&self, latency: Duration) {
+        self.write_latency.observe(latency.as_secs_f64());
+    }
+
     pub(crate) fn joined(&self, events: usize, first_of_user: bool) {
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        self.subscriptions.fetch_add(events as u64, Ordering::Relaxed);
+        self.connections.inc();
+        self.registrations.inc();
+        self.subscriptions.inc_by(events as i64);
         if first_of_user {
-            self.users.fetch_add(1, Ordering::Relaxed);
+            self.users.inc();
         }
     }
 
     pub(crate) fn left(&self, events: usize, last_of_user: bool) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        self.subscriptions.fetch_sub(events as u64, Ordering::Relaxed);
+        self.connections.dec();
+        self.subscriptions.dec_by(events as i64);
         if last_of_user {
-            self.users.fetch_sub(1, Ordering::Relaxed);
+            self.users.dec();
         }
     }
 
-    pub(crate) fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    /// The counters as plain numbers.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let gauge = |g: &Gauge<i64, AtomicI64>| g.get().max(0) as u64;
         StatsSnapshot {
-            connections: get(&self.connections),
-            users: get(&self.users),
-            subscriptions: get(&self.subscriptions),
-            pushes: get(&self.pushes),
-            deliveries: get(&self.deliveries),
-            drops: get(&self.drops),
-            broadcasts: get(&self.broadcasts),
+            connections: gauge(&self.connections),
+            users: gauge(&self.users),
+            subscriptions: gauge(&self.subscriptions),
+            pushes: self.pushes[0].get(),
+            deliveries: self.deliveries.get(),
+            drops: self.drops.iter().map(Counter::get).sum(),
+            broadcasts: self.broadcasts.get(),
         }
     }
 }

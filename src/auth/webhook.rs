@@ -1,0 +1,154 @@
+//! `--auth webhook=URL`: the backend decides (SPEC §6).
+//!
+//! The gateway POSTs `{"token": "..."}` to the URL and expects 200 with
+//! `{"user_id": "...", "events": [...]?, "expires_at": UNIX_SECONDS?}`, or
+//! 401/403 to refuse. Any other answer, a connection error or no answer within
+//! the timeout refuses the connection as unavailable (1011) — it never hangs.
+//! Answers (accepts and refusals) are cached for the cache TTL, keyed by a
+//! SHA-256 of the token so raw tokens are not kept in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use sha2::Digest;
+
+use crate::core::{AuthError, AuthFuture, Authenticator, EventName, Identity, event_name};
+
+/// Most cached answers; past it, expired ones are swept and, if still full,
+/// the cache is cleared.
+const CACHE_MAX: usize = 100_000;
+/// Largest webhook answer read.
+const BODY_MAX: usize = 64 * 1024;
+
+/// Asks a backend over HTTP whose token a connection carries.
+pub struct WebhookAuth {
+    url: hyper::Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    cache_ttl: Duration,
+    cache: Mutex<HashMap<[u8; 32], (Instant, Result<Identity, AuthError>)>>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    user_id: String,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
+
+/// Why the webhook could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("auth webhook URL `{0}`: {1}")]
+    Url(String, String),
+}
+
+impl WebhookAuth {
+    /// A webhook at `url` (http://), answering within `timeout`, cached `cache_ttl`.
+    pub fn new(url: &str, timeout: Duration, cache_ttl: Duration) -> Result<Self, WebhookError> {
+        let uri: hyper::Uri =
+            url.parse().map_err(|e: hyper::http::uri::InvalidUri| WebhookError::Url(url.into(), e.to_string()))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(WebhookError::Url(url.into(), "must be an http:// URL with a host".into()));
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(Self { url: uri, client, timeout, cache_ttl, cache: Mutex::new(HashMap::new()) })
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Result<Identity, AuthError>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.get(key).filter(|(at, _)| at.elapsed() < self.cache_ttl).map(|(_, r)| r.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], result: &Result<Identity, AuthError>) {
+        if matches!(result, Err(AuthError::Unavailable(_))) {
+            return; // a backend failure is not an answer about the token
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_MAX {
+            let ttl = self.cache_ttl;
+            cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (Instant::now(), result.clone()));
+    }
+
+    async fn ask(&self, token: &str) -> Result<Identity, AuthError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "token": token }))
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        let request = hyper::Request::post(self.url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+            let status = response.status();
+            let limited = http_body_util::Limited::new(response.into_body(), BODY_MAX);
+            let bytes = limited.collect().await.map_err(|e| AuthError::Unavailable(e.to_string()))?.to_bytes();
+            Ok::<_, AuthError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| AuthError::Unavailable(format!("no answer within {:?}", self.timeout)))??;
+        match status.as_u16() {
+            200 => identity(&bytes),
+            401 | 403 => Err(AuthError::Invalid(format!("refused by the auth webhook ({status})"))),
+            _ => Err(AuthError::Unavailable(format!("auth webhook answered {status}"))),
+        }
+    }
+}
+
+fn identity(body: &[u8]) -> Result<Identity, AuthError> {
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|e| AuthError::Unavailable(format!("auth webhook answer: {e}")))?;
+    if answer.user_id.is_empty() {
+        return Err(AuthError::Invalid("auth webhook gave an empty user_id".into()));
+    }
+    let allowed_events = match answer.events {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|e| event_name(e))
+                .collect::<Result<Vec<EventName>, _>>()
+                .map_err(|e| AuthError::Unavailable(format!("auth webhook events: {e}")))?,
+        ),
+    };
+    let expires_at = answer.expires_at.map(|s| UNIX_EPOCH + Duration::from_secs(s));
+    Ok(Identity { user: Arc::from(answer.user_id), allowed_events, expires_at })
+}
+
+impl Authenticator for WebhookAuth {
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
+        Box::pin(async move {
+            if token.is_empty() {
+                return Err(AuthError::Invalid("empty token".into()));
+            }
+            let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+            if let Some(result) = self.cached(&key) {
+                return match result {
+                    Ok(id) if id.expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) => {
+                        Err(AuthError::Expired)
+                    }
+                    other => other,
+                };
+            }
+            let result = self.ask(token).await;
+            self.remember(key, &result);
+            match result {
+                Ok(id) if id.expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) => Err(AuthError::Expired),
+                other => other,
+            }
+        })
+    }
+}

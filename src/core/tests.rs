@@ -1,0 +1,146 @@
+//! Unit tests of the hub's bookkeeping; the end-to-end behaviour is tested in
+//! `tests/` against the real server.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use super::*;
+
+fn hub(config: HubConfig) -> Arc<Hub> {
+    Hub::new(config)
+}
+
+fn text(user: &str, event: &str, msg: &str) -> Push {
+    Push::new(user, event, Payload::text(msg.to_owned()))
+}
+
+fn drain(outbox: &Outbox) -> (Vec<Arc<Delivery>>, Drained) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut items = Vec::new();
+    match outbox.poll_drain(&mut cx, &mut items) {
+        Poll::Ready(d) => (items, d),
+        Poll::Pending => (items, Drained::default()),
+    }
+}
+
+fn events(names: &[&str]) -> Vec<EventName> {
+    names.iter().map(|n| event_name(n).expect("valid")).collect()
+}
+
+#[test]
+fn publish_reaches_subscribed_members_only_in_order() {
+    let hub = hub(HubConfig::default());
+    let u1: UserId = Arc::from("u1");
+    let (a, b, other) = (hub.new_outbox(), hub.new_outbox(), hub.new_outbox());
+    hub.join(&u1, 1, Arc::clone(&a), &events(&["e"]), None).expect("join");
+    hub.join(&u1, 2, Arc::clone(&b), &events(&["e", "f"]), None).expect("join");
+    hub.join(&u1, 3, Arc::clone(&other), &events(&["g"]), None).expect("join");
+    for i in 1..=3 {
+        let p = hub.publish(text("u1", "e", &i.to_string())).expect("publish");
+        assert_eq!(p, Published { delivered: 2, seq: i, duplicate: false });
+    }
+    assert_eq!(hub.publish(text("u1", "f", "x")).expect("publish").delivered, 1);
+    let (got, _) = drain(&a);
+    let seqs: Vec<_> = got.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, vec![Some(1), Some(2), Some(3)]);
+    assert_eq!(drain(&b).0.len(), 4);
+    assert!(drain(&other).0.is_empty());
+    assert_eq!(hub.stats().connections, 3);
+    assert_eq!(hub.stats().users, 1);
+    hub.leave("u1", 1);
+    hub.leave("u1", 2);
+    hub.leave("u1", 3);
+    assert_eq!(hub.stats().users, 0);
+    assert_eq!(hub.online(&["u1".into()]), vec![0]);
+}
+
+#[test]
+fn validation_names_the_field() {
+    let hub = hub(HubConfig { max_message_bytes: 4, ..HubConfig::default() });
+    assert_eq!(hub.publish(text("", "e", "x")), Err(PushError::EmptyUser));
+    let err = hub.publish(text("u", "", "x")).expect_err("empty event");
+    assert!(err.to_string().starts_with("event"), "{err}");
+    let err = hub.publish(text("u", "e", "12345")).expect_err("too large");
+    assert!(err.to_string().starts_with("message"), "{err}");
+}
+
+#[test]
+fn idempotency_key_acknowledges_without_delivering_again() {
+    let hub = hub(HubConfig::default());
+    let u: UserId = Arc::from("u");
+    let o = hub.new_outbox();
+    hub.join(&u, 1, Arc::clone(&o), &events(&["e"]), None).expect("join");
+    let mut push = text("u", "e", "once");
+    push.idempotency_key = Some("k".into());
+    let first = hub.publish(push.clone()).expect("first");
+    let again = hub.publish(push).expect("again");
+    assert_eq!(again, Published { delivered: 0, seq: first.seq, duplicate: true });
+    assert_eq!(drain(&o).0.len(), 1);
+}
+
+#[test]
+fn replay_is_exact_and_says_when_incomplete() {
+    let hub = hub(HubConfig { history_size: 5, ..HubConfig::default() });
+    for i in 1..=4 {
+        hub.publish(text("u", if i % 2 == 0 { "e" } else { "f" }, &i.to_string())).expect("publish");
+    }
+    let u: UserId = Arc::from("u");
+    let joined = hub.join(&u, 1, hub.new_outbox(), &events(&["e"]), Some(1)).expect("join");
+    let replay = joined.replay.expect("replay");
+    let seqs: Vec<_> = replay.deliveries.iter().map(|d| d.seq).collect();
+    assert_eq!(seqs, vec![Some(2), Some(4)], "only its events, after since");
+    assert!(replay.complete);
+    assert_eq!((replay.from, replay.to), (1, 4));
+    for i in 5..=10 {
+        hub.publish(text("u", "e", &i.to_string())).expect("publish");
+    }
+    let joined = hub.join(&u, 2, hub.new_outbox(), &events(&["e"]), Some(1)).expect("join");
+    assert!(!joined.replay.expect("replay").complete, "history no longer reaches back");
+}
+
+#[test]
+fn overflow_closes_with_4000_or_drops_oldest() {
+    let cost = Delivery::new(event_name("e").expect("ok"), Some(1), Payload::text("x".repeat(100)), None).queue_cost();
+    let close = hub(HubConfig { conn_queue_bytes: cost * 3, max_message_bytes: 100, ..HubConfig::default() });
+    let u: UserId = Arc::from("u");
+    let o = close.new_outbox();
+    close.join(&u, 1, Arc::clone(&o), &events(&["e"]), None).expect("join");
+    for _ in 0..4 {
+        close.publish(text("u", "e", &"x".repeat(100))).expect("publish");
+    }
+    let (items, drained) = drain(&o);
+    assert!(items.is_empty(), "queue released on overflow");
+    assert_eq!(drained.close.map(|c| c.code), Some(CloseCode::SlowConsumer));
+    assert_eq!(close.stats().drops, 4);
+
+    let drop = hub(HubConfig {
+        conn_queue_bytes: cost * 3,
+        max_message_bytes: 100,
+        slow_policy: SlowPolicy::DropOldest,
+        ..HubConfig::default()
+    });
+    let o = drop.new_outbox();
+    drop.join(&u, 1, Arc::clone(&o), &events(&["e"]), None).expect("join");
+    for _ in 0..5 {
+        drop.publish(text("u", "e", &"x".repeat(100))).expect("publish");
+    }
+    let (items, drained) = drain(&o);
+    assert_eq!(items.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![Some(3), Some(4), Some(5)]);
+    assert!(drained.close.is_none());
+    assert_eq!(drop.stats().drops, 2);
+    assert!(o.queued_bytes() == 0);
+}
+
+#[test]
+fn user_limit_and_disconnect() {
+    let hub = hub(HubConfig { max_connections_per_user: 2, ..HubConfig::default() });
+    let u: UserId = Arc::from("u");
+    let (a, b) = (hub.new_outbox(), hub.new_outbox());
+    hub.join(&u, 1, Arc::clone(&a), &events(&["e"]), None).expect("join");
+    hub.join(&u, 2, Arc::clone(&b), &events(&["f"]), None).expect("join");
+    assert_eq!(hub.join(&u, 3, hub.new_outbox(), &events(&["e"]), None).err(), Some(JoinError::UserLimit(2)));
+    assert_eq!(hub.disconnect("u", Some("f")), 1);
+    assert_eq!(drain(&b).1.close.map(|c| c.code), Some(CloseCode::Disconnected));
+    assert!(drain(&a).1.close.is_none());
+    assert_eq!(hub.online(&["u".into()]), vec![1]);
+}

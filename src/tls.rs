@@ -1,0 +1,80 @@
+//! TLS for both listeners (SPEC §4.2), with rustls: `wss://` on the public
+//! listener, gRPC/HTTPS on the internal one, and mutual TLS for producers when
+//! a client CA is given — a producer without a certificate signed by that CA
+//! is refused during the TLS handshake.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio_rustls::TlsAcceptor;
+
+/// Where a listener's certificate, key and (optional) client CA are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// signed by one of them.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why TLS could not be set up. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("tls-client-ca: {0}")]
+    ClientCa(String),
+}
+
+fn file_error(path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File { path: path.display().to_string(), message: message.to_string() }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+/// The process-wide crypto provider: ring, chosen explicitly so no other
+/// backend is needed at build time.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS acceptor for `files`, offering the ALPN protocols `alpn` (the
+/// internal listener offers `h2` and `http/1.1`, the public one `http/1.1`).
+pub fn acceptor(files: &TlsFiles, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
+    let chain = certificates(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error(&files.key, e))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots.add(cert).map_err(|e| file_error(ca, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
