@@ -152,6 +152,14 @@ pub struct Settings {
     /// Most WebSocket connections on this node. [default: 10000]
     #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most WebSocket connections from one IP address; 0: no limit. [default: 0]
+    #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Refuse new upgrades (503 + Retry-After) while the process's resident
+    /// memory is above this, e.g. 2GiB or 512MiB; 0: no limit. [default: 0]
+    #[arg(long, env = "PUSHGATE_MAX_MEMORY", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de_size")]
+    pub max_memory: Option<u64>,
     /// Most connections of one user. [default: 64]
     #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_USER")]
     pub max_connections_per_user: Option<usize>,
@@ -232,6 +240,10 @@ pub struct PublicConfig {
     pub handshake_timeout: Duration,
     /// Default 10 000.
     pub max_connections: usize,
+    /// Default 0: no per-IP limit.
+    pub max_connections_per_ip: usize,
+    /// Bytes of resident memory above which upgrades are refused; 0: off.
+    pub max_memory: u64,
     /// Default 4096.
     pub max_client_frame_bytes: usize,
     /// TLS (`wss://`); default none.
@@ -329,6 +341,8 @@ impl Settings {
             pong_timeout,
             drain_timeout,
             max_connections,
+            max_connections_per_ip,
+            max_memory,
             max_connections_per_user,
             max_message_bytes,
             max_events_per_conn,
@@ -361,6 +375,8 @@ impl Settings {
                 register_timeout: s.register_timeout.unwrap_or(Duration::from_secs(10)),
                 handshake_timeout: s.handshake_timeout.unwrap_or(Duration::from_secs(5)),
                 max_connections: s.max_connections.unwrap_or(10_000),
+                max_connections_per_ip: s.max_connections_per_ip.unwrap_or(0),
+                max_memory: s.max_memory.unwrap_or(0),
                 max_client_frame_bytes: s.max_client_frame_bytes.unwrap_or(4096),
                 tls: tls_files(s.public_tls_cert.clone(), s.public_tls_key.clone(), None, "public-tls-cert")?,
             },
@@ -484,6 +500,39 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `2GiB` (also KB/MB/GB
+/// as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 512MiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (KiB, MiB, GiB)")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(Some(n)),
+        Size::Text(s) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
@@ -499,6 +548,14 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("1XB").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::core::{ApiKeys, Authenticator, CloseCode, CloseReason, Hub};
-use crate::{grpc, http, ws};
+use crate::{grpc, http, tls, ws};
 
 /// The two bound listeners.
 pub struct Listeners {
@@ -86,15 +86,20 @@ pub async fn start(
     let accept = CancellationToken::new();
     let tracker = TaskTracker::new();
 
+    let internal_tls = config.internal.tls.as_ref().map(|f| tls::acceptor(f, &[b"h2", b"http/1.1"])).transpose();
+    let public_tls = config.public.tls.as_ref().map(|f| tls::acceptor(f, &[b"http/1.1"])).transpose();
+    let (internal_tls, public_tls) = (internal_tls.map_err(io::Error::other)?, public_tls.map_err(io::Error::other)?);
+
     let grpc = grpc::services(Arc::clone(&hub), keys.clone()).await;
     let internal = http::router(Arc::clone(&hub), keys).merge(grpc.routes);
-    tokio::spawn(http::serve(listeners.internal, internal, accept.clone(), tracker.clone()));
+    tokio::spawn(http::serve(listeners.internal, internal, internal_tls, accept.clone(), tracker.clone()));
     let ctx = ws::WsContext {
         hub: Arc::clone(&hub),
         auth,
         config: config.public.clone(),
         shutdown: accept.clone(),
         tracker: tracker.clone(),
+        tls: public_tls,
     };
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
     tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), config.heartbeat, accept.clone()));

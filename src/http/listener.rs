@@ -11,6 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -24,12 +25,20 @@ const CONNECTION_WINDOW: u32 = 2 << 20;
 /// per further failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest a producer may take over the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share the
 /// port) until `shutdown`; in-flight requests finish, each connection task is
 /// on `tracker`. An accept error never ends the loop: it is logged and the
 /// loop pauses briefly, so a full file table does not spin the CPU.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let builder = connection_builder();
     let graceful = GracefulShutdown::new();
     let mut backoff = MIN_BACKOFF;
@@ -42,7 +51,13 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
-                let conn = Conn { builder: &builder, graceful: &graceful, tracker: &tracker, router: &router };
+                let conn = Conn {
+                    builder: &builder,
+                    graceful: &graceful,
+                    tracker: &tracker,
+                    router: &router,
+                    tls: tls.as_ref(),
+                };
                 conn.spawn(stream, peer);
             }
             Err(error) => {
@@ -80,6 +95,7 @@ struct Conn<'a> {
     graceful: &'a GracefulShutdown,
     tracker: &'a TaskTracker,
     router: &'a Router,
+    tls: Option<&'a TlsAcceptor>,
 }
 
 impl Conn<'_> {
@@ -91,10 +107,19 @@ impl Conn<'_> {
             tracing::debug!(parent: &span, %error, "TCP_NODELAY not set");
         }
         let service = TowerToHyperService::new(self.router.clone());
-        let connection = self.builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let connection = self.graceful.watch(connection);
+        let builder = self.builder.clone();
+        let tls = self.tls.cloned();
+        let watcher = self.graceful.watcher();
         self.tracker.spawn(
             async move {
+                let socket = match crate::tls::accept(tls.as_ref(), stream, TLS_HANDSHAKE_TIMEOUT).await {
+                    Ok(socket) => socket,
+                    Err(error) => {
+                        tracing::info!(%error, "producer TLS handshake failed");
+                        return;
+                    }
+                };
+                let connection = watcher.watch(builder.serve_connection(TokioIo::new(socket), service).into_owned());
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "producer connection ended with an error");
                 }

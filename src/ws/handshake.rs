@@ -4,6 +4,7 @@
 //! is refused before the upgrade, with a plain HTTP status.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -14,7 +15,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::{Listener, Mode, SessionSlot, origin};
+use super::limits::SessionSlot;
+use super::{Listener, Mode, origin};
 use crate::core::{AuthError, Identity};
 
 /// The sub-protocol that selects the envelope mode.
@@ -40,6 +42,7 @@ type Reply = Response<Full<Bytes>>;
 pub(super) async fn respond<'a>(
     listener: &'a Listener,
     pending: &Pending<'a>,
+    peer: IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
     let ctx = &listener.ctx;
@@ -50,7 +53,7 @@ pub(super) async fn respond<'a>(
         return Ok(plain(status, "", &[(header::ALLOW, "GET")]));
     }
     let reply = if path == ctx.config.ws_path {
-        match upgrade(listener, &mut req).await {
+        match upgrade(listener, peer, &mut req).await {
             Ok((accepted, reply)) => {
                 *pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(accepted);
                 reply
@@ -71,7 +74,11 @@ pub(super) async fn respond<'a>(
 }
 
 /// Checks an upgrade request and builds its 101 answer.
-async fn upgrade<'a>(listener: &'a Listener, req: &mut Request<Incoming>) -> Result<(Accepted<'a>, Reply), Refusal> {
+async fn upgrade<'a>(
+    listener: &'a Listener,
+    peer: IpAddr,
+    req: &mut Request<Incoming>,
+) -> Result<(Accepted<'a>, Reply), Refusal> {
     let ctx = &listener.ctx;
     let headers = req.headers();
     let key = websocket_key(headers)?;
@@ -82,6 +89,10 @@ async fn upgrade<'a>(listener: &'a Listener, req: &mut Request<Incoming>) -> Res
     }
     if ctx.hub.is_shutting_down() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").with(header::RETRY_AFTER, "5"));
+    }
+    if listener.memory.over() {
+        tracing::warn!(max_memory = ctx.config.max_memory, "upgrade refused: memory above --max-memory");
+        return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded").with(header::RETRY_AFTER, "5"));
     }
     let identity = match token(req)? {
         None => None,
@@ -99,7 +110,7 @@ async fn upgrade<'a>(listener: &'a Listener, req: &mut Request<Incoming>) -> Res
     if mode == Mode::Envelope {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(ENVELOPE_PROTOCOL));
     }
-    let slot = listener.sessions.acquire();
+    let slot = listener.sessions.acquire(peer);
     Ok((Accepted { upgrade: hyper::upgrade::on(req), mode, identity, slot }, reply))
 }
 

@@ -17,6 +17,7 @@
 mod close;
 mod envelope;
 mod handshake;
+mod limits;
 mod live;
 mod origin;
 mod protocol;
@@ -25,7 +26,6 @@ mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -38,6 +38,7 @@ use tracing::Instrument as _;
 
 use crate::config::PublicConfig;
 use crate::core::{Authenticator, Hub};
+use limits::{MemoryWatch, Sessions};
 
 pub use handshake::ENVELOPE_PROTOCOL;
 
@@ -51,6 +52,8 @@ pub struct WsContext {
     pub shutdown: CancellationToken,
     /// Every connection task is spawned on it, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// TLS (`wss://`) when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Which protocol a connection speaks, chosen by its sub-protocol offer.
@@ -67,30 +70,7 @@ struct Listener {
     ctx: Arc<WsContext>,
     http: http1::Builder,
     sessions: Sessions,
-}
-
-/// The count of upgraded connections, against `--max-connections`.
-struct Sessions {
-    live: AtomicUsize,
-    max: usize,
-}
-
-/// One counted session; uncounted when dropped.
-struct SessionSlot<'a>(&'a AtomicUsize);
-
-impl Sessions {
-    /// A slot, or `None` when the limit is reached.
-    fn acquire(&self) -> Option<SessionSlot<'_>> {
-        let before = self.live.fetch_add(1, Ordering::AcqRel);
-        let slot = SessionSlot(&self.live);
-        (before < self.max).then_some(slot)
-    }
-}
-
-impl Drop for SessionSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    memory: MemoryWatch,
 }
 
 /// Accepts browser connections on `listener` until shutdown. Each connection
@@ -98,8 +78,11 @@ impl Drop for SessionSlot<'_> {
 pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(ctx.config.handshake_timeout);
-    let sessions = Sessions { live: AtomicUsize::new(0), max: ctx.config.max_connections };
-    let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http, sessions });
+    let sessions = Sessions::new(ctx.config.max_connections, ctx.config.max_connections_per_ip);
+    let memory = MemoryWatch::new(ctx.config.max_memory);
+    let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http, sessions, memory });
+    let sampler = Arc::clone(&shared);
+    tokio::spawn(async move { sampler.memory.run(sampler.ctx.shutdown.clone()).await });
     loop {
         let accepted = tokio::select! {
             () = ctx.shutdown.cancelled() => break,
@@ -131,10 +114,18 @@ async fn connection(listener: Arc<Listener>, stream: TcpStream, peer: SocketAddr
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY");
         }
+        let ctx = &listener.ctx;
+        let stream = match crate::tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+        };
         let pending = handshake::Pending::default();
         let listener = &*listener;
         {
-            let service = service_fn(|req| handshake::respond(listener, &pending, req));
+            let service = service_fn(|req| handshake::respond(listener, &pending, peer.ip(), req));
             // Boxed so that hyper's connection state is freed at the upgrade.
             let mut conn = Box::pin(listener.http.serve_connection(TokioIo::new(stream), service).with_upgrades());
             let result = tokio::select! {

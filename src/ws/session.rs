@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -16,9 +15,10 @@ use super::handshake::Accepted;
 use super::protocol::BadRequest;
 use super::{Mode, WsContext, close, envelope, live, register};
 use crate::core::{CloseCode, CloseReason, ConnId};
+use crate::tls::Socket;
 
-/// The WebSocket over the upgraded TCP stream (hyper's wrapper removed).
-pub(super) type Ws = WebSocketStream<TcpStream>;
+/// The WebSocket over the upgraded stream, TCP or TLS (hyper's wrapper removed).
+pub(super) type Ws = WebSocketStream<Socket>;
 
 /// Bytes tungstenite allocates up front for reading. Client frames are small
 /// (a register message is ~60 bytes); the 128 KiB default would alone break
@@ -158,10 +158,8 @@ pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
     let end = match slot {
         // Counted while the session runs; released before the close linger.
         Some(_slot) => serve(&mut conn, identity).await,
-        None => {
-            tracing::debug!(max = ctx.config.max_connections, "connection refused: --max-connections reached");
-            CloseCode::ConnectionLimit.into()
-        }
+        // Over --max-connections or --max-connections-per-ip (logged where counted).
+        None => CloseCode::ConnectionLimit.into(),
     };
     finish(&mut conn, end).await;
 }
@@ -184,7 +182,7 @@ async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws>
             return None;
         }
     };
-    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+    let Ok(parts) = upgraded.downcast::<TokioIo<Socket>>() else {
         tracing::error!("upgraded connection is not the TCP stream it was accepted as");
         return None;
     };

@@ -1,0 +1,131 @@
+//! Admission limits of SPEC §7 against the real server: per-IP connection
+//! limit (4003, others unharmed), memory shedding (503 + Retry-After before
+//! the upgrade), and the handshake timeout for a client that sends nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use pushgate::config::Settings;
+use pushgate::core::{Payload, Push};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A compat-mode client connected from `local` (a loopback address).
+async fn connect_from(gw: &common::Gateway, local: [u8; 4]) -> Client {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((local, 0))).expect("bind a loopback source address");
+    let tcp = socket.connect(gw.public()).await.expect("connect");
+    let (ws, _) = tokio_tungstenite::client_async(gw.ws_url(), tcp).await.expect("upgrade");
+    ws
+}
+
+async fn register(ws: &mut Client, user: &str) {
+    ws.send(Message::text(format!(r#"{{"token":"{user}","event":"e"}}"#))).await.expect("register");
+}
+
+async fn close_code(ws: &mut Client) -> u16 {
+    loop {
+        match tokio::time::timeout(common::WAIT, ws.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Close(frame))) => return frame.map_or(1005, |f| f.code.into()),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn online(gw: &common::Gateway, user: &str, n: u32) {
+    let wait = async {
+        while gw.running.hub.online(&[user.into()]) != vec![n] {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(common::WAIT, wait).await.expect("registered in time");
+}
+
+#[tokio::test]
+async fn per_ip_limit_closes_4003_and_spares_other_addresses() {
+    let gw = common::start(Settings { max_connections_per_ip: Some(2), ..common::settings() }).await;
+    let mut a = connect_from(&gw, [127, 0, 0, 1]).await;
+    let mut b = connect_from(&gw, [127, 0, 0, 1]).await;
+    register(&mut a, "a").await;
+    register(&mut b, "b").await;
+    let mut third = connect_from(&gw, [127, 0, 0, 1]).await;
+    assert_eq!(close_code(&mut third).await, 4003);
+    let mut other = connect_from(&gw, [127, 0, 0, 2]).await;
+    register(&mut other, "c").await;
+    online(&gw, "a", 1).await;
+    online(&gw, "c", 1).await;
+    for user in ["a", "c"] {
+        let push = Push::new(user, "e", Payload::text(format!("to {user}")));
+        assert_eq!(gw.running.hub.publish(push).expect("push").delivered, 1);
+    }
+    let got = tokio::time::timeout(common::WAIT, a.next()).await.expect("frame").expect("open").expect("ok");
+    assert_eq!(got, Message::text("to a"));
+    let got = tokio::time::timeout(common::WAIT, other.next()).await.expect("frame").expect("open").expect("ok");
+    assert_eq!(got, Message::text("to c"));
+    // A slot is given back when its connection ends: after `b` goes, a new
+    // connection from the same address joins (retried while the old
+    // session is still winding down).
+    drop(b);
+    online(&gw, "b", 0).await;
+    let rejoin = async {
+        loop {
+            if let Some(ws) = try_join(&gw, [127, 0, 0, 1], "b2").await {
+                return ws;
+            }
+        }
+    };
+    let _b2 = tokio::time::timeout(common::WAIT, rejoin).await.expect("a freed slot is reusable");
+}
+
+/// Connects from `local` and registers `user`: the client once joined, or
+/// `None` when the server closed it instead.
+async fn try_join(gw: &common::Gateway, local: [u8; 4], user: &str) -> Option<Client> {
+    let mut ws = connect_from(gw, local).await;
+    register(&mut ws, user).await;
+    loop {
+        if gw.running.hub.online(&[user.into()]) == vec![1] {
+            return Some(ws);
+        }
+        let frame = tokio::time::timeout(Duration::from_millis(20), ws.next()).await;
+        if let Ok(None | Some(Ok(Message::Close(_)) | Err(_))) = frame {
+            return None;
+        }
+    }
+}
+
+#[tokio::test]
+async fn over_max_memory_upgrades_get_503_with_retry_after() {
+    let gw = common::start(Settings { max_memory: Some(1), ..common::settings() }).await;
+    let err = tokio_tungstenite::connect_async(gw.ws_url()).await.expect_err("shed");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+        }
+        other => panic!("expected HTTP 503, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_silent_tcp_client_is_dropped_after_the_handshake_timeout() {
+    let timeout = Duration::from_millis(300);
+    let gw = common::start(Settings { handshake_timeout: Some(timeout), ..common::settings() }).await;
+    let mut silent = TcpStream::connect(gw.public()).await.expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(common::WAIT, silent.read(&mut buf)).await.expect("dropped in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "the server ends the connection: {read:?}");
+    assert!(started.elapsed() >= timeout / 2, "not before the timeout ({:?})", started.elapsed());
+    // Another client is unaffected.
+    let (mut ws, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.expect("healthy client");
+    ws.send(Message::text(r#"{"token":"ok","event":"e"}"#)).await.expect("register");
+    online(&gw, "ok", 1).await;
+    let _ = silent.shutdown().await;
+}

@@ -1,0 +1,142 @@
+//! TLS on both listeners (SPEC §4.2): a `wss://` browser and a TLS gRPC
+//! producer work; with a client CA, a producer without a certificate signed
+//! by it is refused.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use pushgate::proto::push_service_client::PushServiceClient;
+use pushgate::proto::{PushRequest, push_request};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio_tungstenite::tungstenite::Message;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// A CA, a server certificate for localhost signed by it, a client
+/// certificate signed by it, and a client certificate signed by nobody.
+struct Pki {
+    dir: PathBuf,
+    ca_pem: String,
+    client: (String, String),
+    stranger: (String, String),
+}
+
+fn pki() -> Pki {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pushgate-tls-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let leaf = |names: Vec<String>, issuer: Option<&Issuer<'_, &KeyPair>>| {
+        let key = KeyPair::generate().expect("key");
+        let params = CertificateParams::new(names).expect("params");
+        let cert = match issuer {
+            Some(issuer) => params.signed_by(&key, issuer).expect("signed"),
+            None => params.self_signed(&key).expect("self-signed"),
+        };
+        (cert.pem(), key.serialize_pem())
+    };
+    let server = leaf(vec!["localhost".into()], Some(&issuer));
+    let client = leaf(vec!["producer".into()], Some(&issuer));
+    let stranger = leaf(vec!["stranger".into()], None);
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    std::fs::write(dir.join("server.pem"), &server.0).expect("write");
+    std::fs::write(dir.join("server.key"), &server.1).expect("write");
+    Pki { dir, ca_pem: ca_cert.pem(), client, stranger }
+}
+
+async fn start(pki: &Pki, mutual: bool) -> common::Gateway {
+    let file = |name: &str| Some(pki.dir.join(name));
+    common::start(pushgate::config::Settings {
+        tls_cert: file("server.pem"),
+        tls_key: file("server.key"),
+        tls_client_ca: if mutual { file("ca.pem") } else { None },
+        public_tls_cert: file("server.pem"),
+        public_tls_key: file("server.key"),
+        ..common::settings()
+    })
+    .await
+}
+
+async fn producer(gw: &common::Gateway, pki: &Pki, identity: Option<&(String, String)>) -> Result<u32, String> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = Channel::from_shared(format!("https://localhost:{}", gw.internal().port()))
+        .map_err(|e| e.to_string())?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let push = PushRequest {
+        user_id: "u1".into(),
+        event: "e".into(),
+        payload: Some(push_request::Payload::Message("over tls".into())),
+        ..Default::default()
+    };
+    let reply = PushServiceClient::new(channel).push(push).await.map_err(|s| format!("push: {s}"))?;
+    Ok(reply.into_inner().delivered)
+}
+
+/// A `wss://` client registered as u1 on event e.
+async fn wss(
+    gw: &common::Gateway,
+    pki: &Pki,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(gw.public()).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("tls handshake");
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", tls).await.expect("ws handshake");
+    ws.send(Message::text(r#"{"token":"u1","event":"e"}"#)).await.expect("register");
+    let joined = async {
+        while gw.running.hub.online(&["u1".into()]) != vec![1] {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(common::WAIT, joined).await.expect("registered");
+    ws
+}
+
+use rustls::pki_types::pem::PemObject as _;
+
+#[tokio::test]
+async fn wss_browser_and_tls_producer() {
+    let pki = pki();
+    let gw = start(&pki, false).await;
+    let mut ws = wss(&gw, &pki).await;
+    assert_eq!(producer(&gw, &pki, None).await, Ok(1));
+    let frame = tokio::time::timeout(common::WAIT, ws.next()).await.expect("frame").expect("open").expect("ok");
+    assert_eq!(frame, Message::text("over tls"));
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_producers_without_a_certificate_from_the_ca() {
+    let pki = pki();
+    let gw = start(&pki, true).await;
+    let mut ws = wss(&gw, &pki).await;
+    let none = producer(&gw, &pki, None).await;
+    assert!(none.is_err(), "no client certificate must be refused, got {none:?}");
+    let stranger = producer(&gw, &pki, Some(&pki.stranger)).await;
+    assert!(stranger.is_err(), "a certificate not from the CA must be refused, got {stranger:?}");
+    assert_eq!(producer(&gw, &pki, Some(&pki.client)).await, Ok(1));
+    let frame = tokio::time::timeout(common::WAIT, ws.next()).await.expect("frame").expect("open").expect("ok");
+    assert_eq!(frame, Message::text("over tls"), "only the authorised producer's push arrived");
+}
