@@ -8,10 +8,11 @@
 //! under the queue cap and the slow-consumer policy — but it is still watched
 //! for a close, and the socket is still read, so neither a close from the hub
 //! nor one from the client goes unnoticed. Pings and pong timeouts come from
-//! the hub's one heartbeat task through the outbox; the token expiry is
-//! checked on those heartbeat pings, so it needs no timer either.
+//! the hub's one heartbeat task through the outbox. Only a connection whose
+//! token expires holds a timer (boxed, so the others pay one pointer): it
+//! closes with 4002 at the expiry unless a refresh moved it.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,6 +20,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::{Sink, StreamExt};
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::protocol::{self, BadRequest, ClientMessage, Register};
@@ -41,6 +43,8 @@ enum Step {
     Drained(Drained),
     /// A close was asked for while a flush is blocked.
     Closing,
+    /// The connection's token expired.
+    Expired,
     WriteFailed(WsError),
 }
 
@@ -49,13 +53,16 @@ struct Live<'c, 'a> {
     member: Member,
     batch: Vec<Arc<Delivery>>,
     reads_while_blocked: u32,
+    /// The token's expiry and its timer, when the token has one.
+    expiry: Option<(SystemTime, Pin<Box<Sleep>>)>,
 }
 
 /// Runs a joined connection until it ends; the membership is dropped (the
 /// connection leaves the hub) on return.
 pub(super) async fn run(conn: &mut Conn<'_>, member: Member) -> End {
-    let mut live = Live { conn, member, batch: Vec::new(), reads_while_blocked: 0 };
+    let mut live = Live { conn, member, batch: Vec::new(), reads_while_blocked: 0, expiry: None };
     loop {
+        live.arm_expiry();
         let step = poll_fn(|cx| live.poll_step(cx)).await;
         if let Err(end) = live.handle(step).await {
             return end;
@@ -64,7 +71,25 @@ pub(super) async fn run(conn: &mut Conn<'_>, member: Member) -> End {
 }
 
 impl Live<'_, '_> {
+    /// Sets the expiry timer to the current token's `expires_at` (a
+    /// register or refresh may have changed it).
+    fn arm_expiry(&mut self) {
+        let at = self.member.identity.expires_at;
+        if self.expiry.as_ref().map(|(current, _)| *current) == at {
+            return;
+        }
+        self.expiry = at.map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            (at, Box::pin(tokio::time::sleep(left)))
+        });
+    }
+
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        if let Some((_, timer)) = &mut self.expiry {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Expired);
+            }
+        }
         if self.conn.unflushed {
             match Pin::new(&mut self.conn.ws).poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
@@ -104,6 +129,7 @@ impl Live<'_, '_> {
                 let drained = poll_fn(|cx| self.member.outbox.poll_drain(cx, &mut self.batch)).await;
                 self.write(drained)
             }
+            Step::Expired => Err(CloseCode::TokenExpired.into()),
             Step::WriteFailed(error) => {
                 tracing::debug!(%error, "write failed");
                 Err(End::Gone)
@@ -127,9 +153,6 @@ impl Live<'_, '_> {
             self.batch = Vec::new();
         }
         if drained.ping {
-            if self.member.identity.expires_at.is_some_and(|at| at <= SystemTime::now()) {
-                return Err(CloseCode::TokenExpired.into());
-            }
             self.conn.queue(Message::Ping(Bytes::new()))?;
         }
         match drained.close {
