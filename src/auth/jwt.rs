@@ -15,7 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::core::{AuthError, AuthFuture, Authenticator, EventName, Identity, event_name};
+use crate::core::{AuthError, AuthFuture, Authenticator, Identity, event_names};
 
 /// Why a JWT key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -159,15 +159,11 @@ fn identity(claims: Claims) -> Result<Identity, AuthError> {
     if claims.sub.is_empty() {
         return Err(AuthError::Invalid("empty sub".into()));
     }
-    let allowed_events = match claims.events {
-        None => None,
-        Some(list) => Some(
-            list.iter()
-                .map(|e| event_name(e))
-                .collect::<Result<Vec<EventName>, _>>()
-                .map_err(|e| AuthError::Invalid(format!("events claim: {e}")))?,
-        ),
-    };
+    let allowed_events = claims
+        .events
+        .map(|list| event_names(&list))
+        .transpose()
+        .map_err(|e| AuthError::Invalid(format!("events claim: {e}")))?;
     Ok(Identity {
         user: Arc::from(claims.sub),
         allowed_events,

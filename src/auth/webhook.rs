@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use sha2::Digest;
 
-use crate::core::{AuthError, AuthFuture, Authenticator, EventName, Identity, event_name};
+use crate::core::{AuthError, AuthFuture, Authenticator, Identity, event_names};
 
 /// Most cached answers; past it, expired ones are swept and, if still full,
 /// the cache is cleared.
@@ -115,15 +115,11 @@ fn identity(body: &[u8]) -> Result<Identity, AuthError> {
     if answer.user_id.is_empty() {
         return Err(AuthError::Invalid("auth webhook gave an empty user_id".into()));
     }
-    let allowed_events = match answer.events {
-        None => None,
-        Some(list) => Some(
-            list.iter()
-                .map(|e| event_name(e))
-                .collect::<Result<Vec<EventName>, _>>()
-                .map_err(|e| AuthError::Unavailable(format!("auth webhook events: {e}")))?,
-        ),
-    };
+    let allowed_events = answer
+        .events
+        .map(|list| event_names(&list))
+        .transpose()
+        .map_err(|e| AuthError::Unavailable(format!("auth webhook events: {e}")))?;
     let expires_at = answer.expires_at.map(|s| UNIX_EPOCH + Duration::from_secs(s));
     Ok(Identity { user: Arc::from(answer.user_id), allowed_events, expires_at })
 }
@@ -135,16 +131,15 @@ impl Authenticator for WebhookAuth {
                 return Err(AuthError::Invalid("empty token".into()));
             }
             let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-            if let Some(result) = self.cached(&key) {
-                return match result {
-                    Ok(id) if id.expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) => {
-                        Err(AuthError::Expired)
-                    }
-                    other => other,
-                };
-            }
-            let result = self.ask(token).await;
-            self.remember(key, &result);
+            let result = match self.cached(&key) {
+                Some(result) => result,
+                None => {
+                    let result = self.ask(token).await;
+                    self.remember(key, &result);
+                    result
+                }
+            };
+            // A cached answer may have expired since it was given.
             match result {
                 Ok(id) if id.expires_at.is_some_and(|at| at <= std::time::SystemTime::now()) => Err(AuthError::Expired),
                 other => other,

@@ -38,6 +38,11 @@ pub fn event_name(name: &str) -> Result<EventName, EventError> {
     Ok(Arc::from(name))
 }
 
+/// Validates and interns every name of `names`; the first bad one fails all.
+pub fn event_names<S: AsRef<str>>(names: &[S]) -> Result<Vec<EventName>, EventError> {
+    names.iter().map(|n| event_name(n.as_ref())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

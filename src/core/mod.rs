@@ -16,7 +16,7 @@ mod stats;
 pub use auth::{ApiKeys, AuthError, AuthFuture, Authenticator, Identity, TokenIsUser, TokenTable};
 pub use close::{CloseCode, CloseReason};
 pub use delivery::{Delivery, Payload, Text};
-pub use event::{EventName, event_name, validate_event};
+pub use event::{EventName, event_name, event_names, validate_event};
 pub use history::Replay;
 pub use hub::{ConnId, Hub, HubConfig, JoinError, Joined, Published, Push, PushError, UserId};
 pub use outbox::{Drained, Offer, Outbox, SlowPolicy};
