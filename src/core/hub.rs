@@ -251,6 +251,7 @@ impl Hub {
     pub fn publish(&self, push: Push) -> Result<Published, PushError> {
         let result = self.publish_checked(push);
         self.stats.push(match &result {
+            Ok(published) if published.duplicate => PushResult::Duplicate,
             Ok(_) => PushResult::Ok,
             Err(PushError::ShuttingDown) => PushResult::Unavailable,
             Err(PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. }) => PushResult::Invalid,
