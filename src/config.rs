@@ -126,6 +126,9 @@ pub struct Settings {
     /// PEM private key for --public-tls-cert.
     #[arg(long, env = "PUSHGATE_PUBLIC_TLS_KEY", requires = "public_tls_cert")]
     pub public_tls_key: Option<PathBuf>,
+    /// Also serve wserver's `POST /push` on the public listener (needs --api-key).
+    #[arg(long, env = "PUSHGATE_PUSH_ON_PUBLIC")]
+    pub push_on_public: Option<bool>,
     /// Allow non-loopback binds without auth or producer keys.
     #[arg(long, env = "PUSHGATE_INSECURE")]
     pub insecure: Option<bool>,
@@ -248,6 +251,8 @@ pub struct PublicConfig {
     pub max_client_frame_bytes: usize,
     /// TLS (`wss://`); default none.
     pub tls: Option<TlsFiles>,
+    /// Serve wserver's `POST /push` here too (default off; needs a key).
+    pub push_on_public: bool,
 }
 
 /// The producer listener.
@@ -334,6 +339,7 @@ impl Settings {
             tls_client_ca,
             public_tls_cert,
             public_tls_key,
+            push_on_public,
             insecure,
             register_timeout,
             handshake_timeout,
@@ -379,6 +385,7 @@ impl Settings {
                 max_memory: s.max_memory.unwrap_or(0),
                 max_client_frame_bytes: s.max_client_frame_bytes.unwrap_or(4096),
                 tls: tls_files(s.public_tls_cert.clone(), s.public_tls_key.clone(), None, "public-tls-cert")?,
+                push_on_public: s.push_on_public.unwrap_or(false),
             },
             internal: InternalConfig {
                 addr: s.internal_addr.unwrap_or(([127, 0, 0, 1], 50051).into()),
@@ -440,6 +447,9 @@ impl Config {
         }
         if self.hub.conn_queue_bytes < self.hub.max_message_bytes + 256 {
             return invalid("conn-queue-bytes", "must hold at least one message of --max-message-bytes");
+        }
+        if self.public.push_on_public && self.internal.api_keys.is_empty() {
+            return invalid("push-on-public", "--push-on-public needs at least one --api-key");
         }
         if insecure {
             return Ok(());

@@ -90,6 +90,7 @@ pub async fn start(
     let public_tls = config.public.tls.as_ref().map(|f| tls::acceptor(f, &[b"http/1.1"])).transpose();
     let (internal_tls, public_tls) = (internal_tls.map_err(io::Error::other)?, public_tls.map_err(io::Error::other)?);
 
+    let public_push = config.public.push_on_public.then(|| http::public_push_router(Arc::clone(&hub), keys.clone()));
     let grpc = grpc::services(Arc::clone(&hub), keys.clone()).await;
     let internal = http::router(Arc::clone(&hub), keys).merge(grpc.routes);
     tokio::spawn(http::serve(listeners.internal, internal, internal_tls, accept.clone(), tracker.clone()));
@@ -100,6 +101,7 @@ pub async fn start(
         shutdown: accept.clone(),
         tracker: tracker.clone(),
         tls: public_tls,
+        push: public_push,
     };
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
     tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), config.heartbeat, accept.clone()));

@@ -113,8 +113,13 @@ impl HttpReply {
 
 /// One HTTP/1.1 request to the internal port.
 async fn http(gw: &Gateway, method: &str, path: &str, key: Option<&str>, body: &str) -> HttpReply {
+    http_to(&gw.internal_url(), method, path, key, body).await
+}
+
+/// One HTTP/1.1 request to `base` (`http://ADDR`).
+async fn http_to(base: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> HttpReply {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = hyper::Request::builder().method(method).uri(format!("{}{path}", gw.internal_url()));
+    let mut request = hyper::Request::builder().method(method).uri(format!("{base}{path}"));
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
@@ -686,4 +691,25 @@ async fn online_and_stats_report_what_is_connected() {
     let reply = http(&gw, "POST", "/v1/stats", None, "").await;
     let json = reply.json();
     assert_eq!((json["connections"].as_str(), json["users"].as_str()), (Some("4"), Some("2")), "{json}");
+}
+
+#[tokio::test]
+async fn push_on_public_serves_wserver_push_with_a_key() {
+    let settings = Settings { push_on_public: Some(true), api_keys: Some(vec!["k1".into()]), ..common::settings() };
+    let gw = common::start(settings).await;
+    let mut tab = compat_tab(&gw, "u1", "e").await;
+    let public = format!("http://{}", gw.public());
+    let body = r#"{"userId":"u1","event":"e","message":"via the public port"}"#;
+    let refused = http_to(&public, "POST", "/push", None, body).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let sent = http_to(&public, "POST", "/push", Some("k1"), body).await;
+    assert_eq!((sent.status, sent.body.as_str()), (200, "message sent to 1 clients"));
+    assert_eq!(next_text(&mut tab).await, "via the public port");
+    // Without the flag the public port has no /push.
+    let plain = common::start(Settings { api_keys: Some(vec!["k1".into()]), ..common::settings() }).await;
+    let absent = http_to(&format!("http://{}", plain.public()), "POST", "/push", Some("k1"), body).await;
+    assert_eq!(absent.status, 404);
+    // And the flag needs a key.
+    let err = Settings { push_on_public: Some(true), ..common::settings() }.resolve().expect_err("refused");
+    assert!(err.to_string().contains("push-on-public"), "{err}");
 }

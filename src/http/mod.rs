@@ -47,6 +47,13 @@ pub fn router(hub: Arc<Hub>, keys: ApiKeys) -> Router {
     health.with_state(Arc::clone(&shared)).merge(wserver::routes(&shared)).merge(mirror::routes(&shared))
 }
 
+/// wserver's `POST /push` alone, for the public listener of a wserver
+/// drop-in (`--push-on-public`); the key check is the same as on the
+/// internal port, and the configuration makes a key mandatory there.
+pub fn public_push_router(hub: Arc<Hub>, keys: ApiKeys) -> Router {
+    wserver::routes(&Arc::new(Shared { hub, keys }))
+}
+
 /// `GET /healthz`: the process answers.
 async fn healthz() -> &'static str {
     "ok"

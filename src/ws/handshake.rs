@@ -47,6 +47,9 @@ pub(super) async fn respond<'a>(
 ) -> Result<Reply, Infallible> {
     let ctx = &listener.ctx;
     let path = req.uri().path();
+    if let (Some(push), "/push") = (&ctx.push, path) {
+        return Ok(delegate(push, req).await);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let known = path == ctx.config.ws_path || path == "/healthz" || path == "/readyz";
         let status = if known { StatusCode::METHOD_NOT_ALLOWED } else { StatusCode::NOT_FOUND };
@@ -112,6 +115,25 @@ async fn upgrade<'a>(
     }
     let slot = listener.sessions.acquire(peer);
     Ok((Accepted { upgrade: hyper::upgrade::on(req), mode, identity, slot }, reply))
+}
+
+/// Hands `/push` to the injected wserver route (`--push-on-public`). Its
+/// answers are a few bytes of text, collected into this listener's body type.
+async fn delegate(push: &axum::Router, req: Request<Incoming>) -> Reply {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let response = match push.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(body) => Response::from_parts(parts, Full::new(body.to_bytes())),
+        Err(error) => {
+            tracing::debug!(%error, "push on the public listener failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "", &[])
+        }
+    }
 }
 
 /// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.

@@ -54,6 +54,9 @@ pub struct WsContext {
     pub tracker: TaskTracker,
     /// TLS (`wss://`) when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Answers `POST /push` on this listener (`--push-on-public`); injected
+    /// by `server` so this adapter knows nothing of the producer API.
+    pub push: Option<axum::Router>,
 }
 
 /// Which protocol a connection speaks, chosen by its sub-protocol offer.
