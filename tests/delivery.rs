@@ -17,37 +17,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Gateway, WAIT};
-use futures_util::{SinkExt as _, StreamExt as _};
+use common::{Gateway, WAIT, Ws, next_json, next_text, send_json, text_push};
+use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use pushgate::config::Settings;
 use pushgate::core::{Delivery, Outbox, Payload, SlowPolicy};
 use pushgate::proto::push_service_client::PushServiceClient;
-use pushgate::proto::{DisconnectRequest, PushReply, PushRequest, push_request};
+use pushgate::proto::{DisconnectRequest, PushReply, PushRequest};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type PushClient = PushServiceClient<tonic::transport::Channel>;
 
 // ---------------------------------------------------------------- helpers
-
-fn text_push(user: &str, event: &str, message: &str) -> PushRequest {
-    PushRequest {
-        user_id: user.into(),
-        event: event.into(),
-        payload: Some(push_request::Payload::Message(message.into())),
-        ..Default::default()
-    }
-}
 
 /// One unary push; fails the test on an error status.
 async fn push(client: &mut PushClient, request: PushRequest) -> PushReply {
@@ -55,46 +43,10 @@ async fn push(client: &mut PushClient, request: PushRequest) -> PushReply {
     reply.expect("push accepted").into_inner()
 }
 
-/// Opens a WebSocket, in envelope mode (`pushgate.v1`) or wserver's.
-async fn connect(gw: &Gateway, envelope: bool) -> Ws {
-    let mut request = gw.ws_url().into_client_request().expect("request");
-    if envelope {
-        request.headers_mut().insert("sec-websocket-protocol", "pushgate.v1".parse().expect("value"));
-    }
-    let (ws, _) =
-        timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("connect in time").expect("connect");
-    ws
-}
-
-async fn send_json(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).await.expect("send");
-}
-
-/// Polls the hub until `user` has `n` connections (registration and leaving
-/// are asynchronous); fails after [`WAIT`].
-async fn wait_online(gw: &Gateway, user: &str, n: u32) {
-    let users = [user.to_owned()];
-    let polled = timeout(WAIT, async {
-        while gw.running.hub.online(&users)[0] != n {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
-    polled.await.unwrap_or_else(|_| panic!("{user} never had {n} connections"));
-}
-
-/// A wserver-compatible tab of `user` on `event`, joined to the hub.
-async fn compat_tab(gw: &Gateway, user: &str, event: &str) -> Ws {
-    let before = gw.running.hub.online(&[user.to_owned()])[0];
-    let mut ws = connect(gw, false).await;
-    send_json(&mut ws, json!({"token": user, "event": event})).await;
-    wait_online(gw, user, before + 1).await;
-    ws
-}
-
 /// An envelope-mode tab of `user` on `events`, resuming after `since` when
 /// given; returns it with its `registered` frame.
 async fn envelope_tab(gw: &Gateway, user: &str, events: &[&str], since: Option<u64>) -> (Ws, Value) {
-    let mut ws = connect(gw, true).await;
+    let mut ws = gw.connect(true).await;
     let mut register = json!({"token": user, "events": events});
     if let Some(since) = since {
         register["since"] = json!(since);
@@ -103,29 +55,6 @@ async fn envelope_tab(gw: &Gateway, user: &str, events: &[&str], since: Option<u
     let registered = next_json(&mut ws).await;
     assert_eq!(registered["type"], "registered", "{registered}");
     (ws, registered)
-}
-
-/// The next data frame (pings and pongs skipped); fails on a close.
-async fn next_frame(ws: &mut Ws) -> Message {
-    loop {
-        let frame = timeout(WAIT, ws.next()).await.expect("a frame in time").expect("stream open").expect("frame");
-        match frame {
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(close) => panic!("unexpected close {close:?}"),
-            data => return data,
-        }
-    }
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    match next_frame(ws).await {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    serde_json::from_str(&next_text(ws).await).expect("a JSON frame")
 }
 
 /// The next `push` envelope: its seq and data.
@@ -157,7 +86,7 @@ async fn leave(gw: &Gateway, user: &str, mut ws: Ws) {
     let before = gw.running.hub.online(&[user.to_owned()])[0];
     ws.close(None).await.expect("close");
     let _ = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
-    wait_online(gw, user, before - 1).await;
+    gw.wait_online(user, before - 1).await;
 }
 
 // ---------------------------------------------------------------- slow consumers
@@ -260,7 +189,7 @@ impl Fleet {
         for (i, user) in FAST.iter().enumerate() {
             let envelope = i == FAST.len() - 1;
             let ws =
-                if envelope { envelope_tab(gw, user, &["e"], None).await.0 } else { compat_tab(gw, user, "e").await };
+                if envelope { envelope_tab(gw, user, &["e"], None).await.0 } else { gw.compat_tab(user, "e").await };
             readers.push(spawn_fast_reader(ws, envelope));
         }
         Self { readers }
@@ -338,7 +267,7 @@ fn assert_queues_within_cap(gw: &Gateway) {
 async fn a_slow_consumer_is_closed_4000_while_the_others_get_everything_in_order() {
     let gw = common::start(slow_settings(SlowPolicy::Close)).await;
     let cost = queue_cost("e");
-    let slow = compat_tab(&gw, "slow", "e").await; // never read until it is closed
+    let slow = gw.compat_tab("slow", "e").await; // never read until it is closed
     let slow_outbox = sole_outbox(&gw);
     let mut fleet = Fleet::open(&gw).await;
     let mut stream = PushStream::open(&gw).await;
@@ -390,7 +319,7 @@ async fn a_slow_consumer_is_closed_4000_while_the_others_get_everything_in_order
     assert_eq!(slow_outbox.dropped(), drops);
     assert_eq!(numbers.len() as u64 + drops - 1, accepted, "each accepted message read or dropped");
     assert!(slow_outbox.is_closing() && slow_outbox.queued_bytes() == 0);
-    wait_online(&gw, "slow", 0).await;
+    gw.wait_online("slow", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +327,7 @@ async fn drop_oldest_keeps_a_slow_consumer_and_its_newest_messages() {
     let gw = common::start(slow_settings(SlowPolicy::DropOldest)).await;
     let cost = queue_cost("e");
     let newest = (QUEUE_CAP / cost) as u64; // what a full queue holds
-    let mut slow = compat_tab(&gw, "slow", "e").await;
+    let mut slow = gw.compat_tab("slow", "e").await;
     let slow_outbox = sole_outbox(&gw);
     let mut fleet = Fleet::open(&gw).await;
     let mut stream = PushStream::open(&gw).await;
@@ -780,9 +709,9 @@ async fn metrics_parse_and_their_counters_move() {
     let before = scrape(&gw).await;
     let latency = "pushgate_push_write_latency_seconds";
 
-    let mut tab1 = compat_tab(&gw, "m1", "e").await;
-    let mut tab2 = compat_tab(&gw, "m1", "e").await;
-    let mut other = compat_tab(&gw, "m2", "e").await;
+    let mut tab1 = gw.compat_tab("m1", "e").await;
+    let mut tab2 = gw.compat_tab("m1", "e").await;
+    let mut other = gw.compat_tab("m2", "e").await;
     let (mut ok, mut delivered) = (0u32, 0u32);
     for i in 0..10 {
         let reply = push(&mut client, text_push("m1", "e", &format!("to m1 {i}"))).await;
@@ -811,7 +740,7 @@ async fn metrics_parse_and_their_counters_move() {
     assert_eq!(read_to_close(other).await.1, 4502);
 
     // A slow consumer: big pushes until its queue overflows, then 4000.
-    let slow = compat_tab(&gw, "slow", "e").await;
+    let slow = gw.compat_tab("slow", "e").await;
     let big = "s".repeat(30 * 1024);
     let mut pushes = 0;
     loop {
@@ -886,7 +815,7 @@ async fn figures_for_the_closing_note() {
     let gw = common::start(slow_settings(SlowPolicy::Close)).await;
     let mut stream = PushStream::open(&gw).await;
     let cost = queue_cost("e");
-    let slow = compat_tab(&gw, "slow", "e").await;
+    let slow = gw.compat_tab("slow", "e").await;
     let outbox = sole_outbox(&gw);
     let (public, client_port) = (gw.public().port(), local_port(&slow));
     let mut accepted = 0u64;
@@ -936,7 +865,7 @@ async fn figures_for_the_closing_note() {
     }
     let mut runs = Vec::new();
     for _ in 0..20 {
-        let mut ws = connect(&gw, true).await;
+        let mut ws = gw.connect(true).await;
         let started = Instant::now();
         send_json(&mut ws, json!({"token": "replay", "events": ["e"], "since": 0})).await;
         assert_eq!(next_json(&mut ws).await["type"], "registered");

@@ -29,25 +29,6 @@ async fn register(ws: &mut Client, user: &str) {
     ws.send(Message::text(format!(r#"{{"token":"{user}","event":"e"}}"#))).await.expect("register");
 }
 
-async fn close_code(ws: &mut Client) -> u16 {
-    loop {
-        match tokio::time::timeout(common::WAIT, ws.next()).await.expect("a frame in time") {
-            Some(Ok(Message::Close(frame))) => return frame.map_or(1005, |f| f.code.into()),
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-async fn online(gw: &common::Gateway, user: &str, n: u32) {
-    let wait = async {
-        while gw.running.hub.online(&[user.into()]) != vec![n] {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(common::WAIT, wait).await.expect("registered in time");
-}
-
 #[tokio::test]
 async fn per_ip_limit_closes_4003_and_spares_other_addresses() {
     let gw = common::start(Settings { max_connections_per_ip: Some(2), ..common::settings() }).await;
@@ -56,11 +37,11 @@ async fn per_ip_limit_closes_4003_and_spares_other_addresses() {
     register(&mut a, "a").await;
     register(&mut b, "b").await;
     let mut third = connect_from(&gw, [127, 0, 0, 1]).await;
-    assert_eq!(close_code(&mut third).await, 4003);
+    assert_eq!(common::closed(&mut third).await.0, 4003);
     let mut other = connect_from(&gw, [127, 0, 0, 2]).await;
     register(&mut other, "c").await;
-    online(&gw, "a", 1).await;
-    online(&gw, "c", 1).await;
+    gw.wait_online("a", 1).await;
+    gw.wait_online("c", 1).await;
     for user in ["a", "c"] {
         let push = Push::new(user, "e", Payload::text(format!("to {user}")));
         assert_eq!(gw.running.hub.publish(push).expect("push").delivered, 1);
@@ -73,7 +54,7 @@ async fn per_ip_limit_closes_4003_and_spares_other_addresses() {
     // connection from the same address joins (retried while the old
     // session is still winding down).
     drop(b);
-    online(&gw, "b", 0).await;
+    gw.wait_online("b", 0).await;
     let rejoin = async {
         loop {
             if let Some(ws) = try_join(&gw, [127, 0, 0, 1], "b2").await {
@@ -126,6 +107,6 @@ async fn a_silent_tcp_client_is_dropped_after_the_handshake_timeout() {
     // Another client is unaffected.
     let (mut ws, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.expect("healthy client");
     ws.send(Message::text(r#"{"token":"ok","event":"e"}"#)).await.expect("register");
-    online(&gw, "ok", 1).await;
+    gw.wait_online("ok", 1).await;
     let _ = silent.shutdown().await;
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{next_text, text_push};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,58 +33,11 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ---------------------------------------------------------------- helpers
 
-fn text_push(user: &str, event: &str, message: &str) -> PushRequest {
-    PushRequest {
-        user_id: user.into(),
-        event: event.into(),
-        payload: Some(push_request::Payload::Message(message.into())),
-        ..Default::default()
-    }
-}
-
 fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     let value = format!("Bearer {key}").parse().expect("header value");
     request.metadata_mut().insert("authorization", value);
     request
-}
-
-/// A wserver-compatible tab: no sub-protocol, registers with its user id as
-/// token (`--auth none`). Returns once the hub counts it, so a push that
-/// follows reaches it.
-async fn compat_tab(gw: &Gateway, user: &str, event: &str) -> Ws {
-    let before = gw.running.hub.online(&[user.to_owned()])[0];
-    let (mut ws, _) =
-        timeout(WAIT, tokio_tungstenite::connect_async(gw.ws_url())).await.expect("connect in time").expect("connect");
-    let register = serde_json::json!({"token": user, "event": event}).to_string();
-    ws.send(Message::text(register)).await.expect("send register");
-    wait_online(gw, user, before + 1).await;
-    ws
-}
-
-/// Polls the hub until `user` has `n` connections (registration is
-/// asynchronous); fails after [`WAIT`].
-async fn wait_online(gw: &Gateway, user: &str, n: u32) {
-    let users = [user.to_owned()];
-    let polled = timeout(WAIT, async {
-        while gw.running.hub.online(&users)[0] != n {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
-    polled.await.unwrap_or_else(|_| panic!("{user} never had {n} connections"));
-}
-
-/// The next data frame of `ws` as text (control frames skipped).
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        let frame = timeout(WAIT, ws.next()).await.expect("a frame in time").expect("open").expect("frame");
-        match frame {
-            Message::Text(t) => return t.as_str().to_owned(),
-            Message::Binary(b) => panic!("unexpected binary frame {b:?}"),
-            Message::Close(c) => panic!("unexpected close {c:?}"),
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-        }
-    }
 }
 
 /// The close code `ws` is closed with.
@@ -143,10 +98,10 @@ struct Tabs {
 
 impl Tabs {
     async fn open(gw: &Gateway) -> Self {
-        let a = compat_tab(gw, "u1", "e").await;
-        let b = compat_tab(gw, "u1", "e").await;
-        let other_user = compat_tab(gw, "u2", "e").await;
-        let other_event = compat_tab(gw, "u1", "other").await;
+        let a = gw.compat_tab("u1", "e").await;
+        let b = gw.compat_tab("u1", "e").await;
+        let other_user = gw.compat_tab("u2", "e").await;
+        let other_event = gw.compat_tab("u1", "other").await;
         Self { a, b, other_user, other_event, round: 0 }
     }
 
@@ -385,7 +340,7 @@ async fn envelope_tab_gets_the_push_with_the_replied_seq() {
     ws.send(Message::text(r#"{"token":"env","event":"e"}"#)).await.expect("register");
     let registered: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).expect("json");
     assert_eq!(registered["type"], "registered");
-    wait_online(&gw, "env", 1).await;
+    gw.wait_online("env", 1).await;
 
     let reply = gw.grpc().await.push(text_push("env", "e", "enveloped")).await.expect("push").into_inner();
     assert_eq!(reply.delivered, 1);
@@ -399,7 +354,7 @@ async fn envelope_tab_gets_the_push_with_the_replied_seq() {
 #[tokio::test]
 async fn wserver_scenario_hundred_pushes_then_disconnect() {
     let gw = common::start(common::settings()).await;
-    let mut ws = compat_tab(&gw, "alice", "news").await;
+    let mut ws = gw.compat_tab("alice", "news").await;
     let messages: Vec<String> =
         (0..100).map(|i| format!("#{i} {{\"json\":true}} ünïcødé\n\t\\ {}", "x".repeat(i))).collect();
     for message in &messages {
@@ -420,8 +375,8 @@ async fn wserver_scenario_hundred_pushes_then_disconnect() {
 #[tokio::test]
 async fn disconnect_only_the_tabs_on_one_event() {
     let gw = common::start(common::settings()).await;
-    let mut on_e = compat_tab(&gw, "bob", "e").await;
-    let mut on_f = compat_tab(&gw, "bob", "f").await;
+    let mut on_e = gw.compat_tab("bob", "e").await;
+    let mut on_f = gw.compat_tab("bob", "f").await;
     let reply = http(&gw, "POST", "/v1/disconnect", None, r#"{"userId":"bob","event":"e"}"#).await;
     assert_eq!((reply.status, reply.json()["closed"].as_u64()), (200, Some(1)));
     assert_eq!(close_code(&mut on_e).await, 4502);
@@ -436,7 +391,7 @@ async fn eight_concurrent_producers_keep_their_order() {
     const PRODUCERS: usize = 8;
     const EACH: usize = 200;
     let gw = Arc::new(common::start(common::settings()).await);
-    let mut ws = compat_tab(&gw, "hot", "e").await;
+    let mut ws = gw.compat_tab("hot", "e").await;
     let mut tasks = Vec::new();
     for p in 0..PRODUCERS {
         let gw = Arc::clone(&gw);
@@ -481,7 +436,7 @@ type PushClient = pushgate::proto::push_service_client::PushServiceClient<tonic:
 async fn bad_input_is_refused_and_harms_no_one() {
     let settings = Settings { api_keys: Some(vec!["k1".into()]), max_message_bytes: Some(1024), ..common::settings() };
     let gw = common::start(settings).await;
-    let mut tab = compat_tab(&gw, "ok", "e").await;
+    let mut tab = gw.compat_tab("ok", "e").await;
     let mut client = gw.grpc().await;
     let mut round = 0;
 
@@ -697,7 +652,7 @@ async fn online_and_stats_report_what_is_connected() {
 async fn push_on_public_serves_wserver_push_with_a_key() {
     let settings = Settings { push_on_public: Some(true), api_keys: Some(vec!["k1".into()]), ..common::settings() };
     let gw = common::start(settings).await;
-    let mut tab = compat_tab(&gw, "u1", "e").await;
+    let mut tab = gw.compat_tab("u1", "e").await;
     let public = format!("http://{}", gw.public());
     let body = r#"{"userId":"u1","event":"e","message":"via the public port"}"#;
     let refused = http_to(&public, "POST", "/push", None, body).await;

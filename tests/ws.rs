@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{closed, next_json, next_text};
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -62,32 +64,6 @@ async fn next(client: &mut Client) -> Message {
     }
 }
 
-async fn next_text(client: &mut Client) -> String {
-    match next(client).await {
-        Message::Text(t) => t.as_str().to_owned(),
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
-
-async fn next_json(client: &mut Client) -> Value {
-    serde_json::from_str(&next_text(client).await).expect("JSON frame")
-}
-
-/// Reads until the server's close frame; returns its code and reason. Then
-/// reads on, which sends the client's answering close, until the end.
-async fn closed(client: &mut Client) -> (u16, String) {
-    let result = loop {
-        match timeout(WAIT, client.next()).await.expect("close in time") {
-            Some(Ok(Message::Close(Some(frame)))) => break (frame.code.into(), frame.reason.as_str().to_owned()),
-            Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    let _ = timeout(WAIT, async { while let Some(Ok(_)) = client.next().await {} }).await;
-    result
-}
-
 fn push(gw: &Gateway, user: &str, event: &str, payload: Payload) -> Published {
     gw.running.hub.publish(Push::new(user, event, payload)).expect("publish")
 }
@@ -96,21 +72,11 @@ fn push_text(gw: &Gateway, user: &str, event: &str, text: &str) -> Published {
     push(gw, user, event, Payload::text(text.to_owned()))
 }
 
-/// Waits until `user` has `n` connections joined to the hub.
-async fn online(gw: &Gateway, user: &str, n: u32) {
-    let wait = async {
-        while gw.running.hub.online(&[user.to_owned()]) != [n] {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("{user} never had {n} connections"));
-}
-
 /// A compat client registered as `user` on `event`.
 async fn joined_compat(gw: &Gateway, user: &str, event: &str) -> Client {
     let mut client = compat(gw).await;
     send(&mut client, &json!({"token": user, "event": event}).to_string()).await;
-    online(gw, user, 1).await;
+    gw.wait_online(user, 1).await;
     client
 }
 
@@ -132,7 +98,7 @@ async fn compat_mode_delivers_each_push_byte_for_byte_in_order() {
     let gw = common::start(settings()).await;
     let mut client = compat(&gw).await;
     send(&mut client, r#"{"Token":"u1","EVENT":"e"}"#).await;
-    online(&gw, "u1", 1).await;
+    gw.wait_online("u1", 1).await;
     let messages: Vec<String> = (0..100).map(|i| format!("msg {i} \"quoted\" é ✓ {{json}}")).collect();
     for m in &messages {
         assert_eq!(push_text(&gw, "u1", "e", m).delivered, 1);
@@ -145,7 +111,7 @@ async fn compat_mode_delivers_each_push_byte_for_byte_in_order() {
 
     assert_eq!(gw.running.hub.disconnect("u1", None), 1);
     assert_eq!(closed(&mut client).await.0, 4502);
-    online(&gw, "u1", 0).await;
+    gw.wait_online("u1", 0).await;
 }
 
 #[tokio::test]
@@ -155,11 +121,11 @@ async fn a_push_reaches_every_tab_of_the_user_on_that_event_only() {
     let mut tab2 = compat(&gw).await;
     send(&mut tab1, r#"{"token":"u1","event":"e"}"#).await;
     send(&mut tab2, r#"{"token":"u1","event":"e"}"#).await;
-    online(&gw, "u1", 2).await;
+    gw.wait_online("u1", 2).await;
     let mut other_user = joined_compat(&gw, "u2", "e").await;
     let mut other_event = compat(&gw).await;
     send(&mut other_event, r#"{"token":"u1","event":"f"}"#).await;
-    online(&gw, "u1", 3).await;
+    gw.wait_online("u1", 3).await;
 
     assert_eq!(push_text(&gw, "u1", "e", "for u1 on e").delivered, 2);
     assert_eq!(next_text(&mut tab1).await, "for u1 on e");
@@ -307,7 +273,7 @@ async fn token_at_the_handshake_by_query_or_bearer() {
 
     let mut by_header = try_connect(&gw.ws_url(), &[("authorization", "Bearer t2")]).await.expect("bearer token");
     send(&mut by_header, r#"{"event":"e"}"#).await;
-    online(&gw, "bob", 1).await;
+    gw.wait_online("bob", 1).await;
     push_text(&gw, "bob", "e", "for bob");
     assert_eq!(next_text(&mut by_header).await, "for bob");
 }
@@ -418,9 +384,9 @@ async fn origin_is_checked_before_the_upgrade() {
     for origin in ["https://app.example.com", "https://tab.example.org"] {
         let mut client = try_connect(&gw.ws_url(), &[("origin", origin)]).await.expect(origin);
         send(&mut client, r#"{"token":"u1","event":"e"}"#).await;
-        online(&gw, "u1", 1).await;
+        gw.wait_online("u1", 1).await;
         client.close(None).await.expect("close");
-        online(&gw, "u1", 0).await;
+        gw.wait_online("u1", 0).await;
     }
 }
 
@@ -484,7 +450,7 @@ async fn binary_frames_close_1003() {
     let mut client = joined_compat(&gw, "u1", "e").await;
     client.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
     assert_eq!(closed(&mut client).await.0, 1003);
-    online(&gw, "u1", 0).await;
+    gw.wait_online("u1", 0).await;
     still_healthy(&gw).await;
 }
 
@@ -534,7 +500,7 @@ async fn a_slow_consumer_is_closed_4000_even_while_its_socket_is_blocked() {
         tokio::task::yield_now().await;
     }
     // The session notices the close while its write is still blocked.
-    online(&gw, "slow", 0).await;
+    gw.wait_online("slow", 0).await;
     assert_eq!(closed(&mut slow).await.0, 4000);
     still_healthy(&gw).await;
 }
@@ -573,7 +539,7 @@ async fn a_client_that_never_answers_is_closed() {
     let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
     frame.extend_from_slice(register);
     tcp.write_all(&frame).await.expect("write register");
-    online(&gw, "mute", 1).await;
+    gw.wait_online("mute", 1).await;
     // Read everything, answer nothing; the server must close with 1011.
     let mut seen = Vec::new();
     let read_all = async {
@@ -588,7 +554,7 @@ async fn a_client_that_never_answers_is_closed() {
     timeout(WAIT, read_all).await.expect("server closed the connection");
     let close = [0x88u8, 2 + 12, 0x03, 0xF3]; // close frame: code 1011, reason "pong timeout"
     assert!(seen.windows(4).any(|w| w == close), "no 1011 close frame in {seen:?}");
-    online(&gw, "mute", 0).await;
+    gw.wait_online("mute", 0).await;
 }
 
 #[tokio::test]
