@@ -120,7 +120,8 @@ fn identity(body: &[u8]) -> Result<Identity, AuthError> {
         .map(|list| event_names(&list))
         .transpose()
         .map_err(|e| AuthError::Unavailable(format!("auth webhook events: {e}")))?;
-    let expires_at = answer.expires_at.map(|s| UNIX_EPOCH + Duration::from_secs(s));
+    // Beyond what the clock can hold is, in effect, never (and `+` would panic).
+    let expires_at = answer.expires_at.and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
     Ok(Identity { user: Arc::from(answer.user_id), allowed_events, expires_at })
 }
 
