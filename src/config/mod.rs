@@ -5,199 +5,18 @@
 //! names as flags in kebab-case in the file); [`Config`] is the resolved,
 //! validated result with one sub-struct per part of the gateway.
 
+mod settings;
+mod values;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
-use serde::Deserialize;
+pub use settings::{AuthMode, LogFormat, Settings, parse_auth_mode};
+pub use values::{parse_duration, parse_size};
 
-use crate::core::{HubConfig, SlowPolicy};
+use crate::core::HubConfig;
 use crate::tls::TlsFiles;
-
-/// How browser tokens become users (SPEC §6).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(try_from = "String")]
-pub enum AuthMode {
-    /// `none`: the token is the user id (wserver's default). Loopback only unless --insecure.
-    #[default]
-    None,
-    /// `tokens`: a static table of `TOKEN USER_ID` lines (--auth-tokens FILE).
-    Tokens,
-    /// `jwt`: JWTs checked with --jwt-secret, --jwt-public-key or --jwks.
-    Jwt,
-    /// `webhook=URL`: the backend at URL answers for each token.
-    Webhook(String),
-}
-
-impl TryFrom<String> for AuthMode {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        parse_auth_mode(&s)
-    }
-}
-
-/// Parses `none`, `tokens`, `jwt` or `webhook=URL`.
-pub fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
-    match s {
-        "none" => Ok(AuthMode::None),
-        "tokens" => Ok(AuthMode::Tokens),
-        "jwt" => Ok(AuthMode::Jwt),
-        _ => match s.strip_prefix("webhook=") {
-            Some(url) if !url.is_empty() => Ok(AuthMode::Webhook(url.to_owned())),
-            _ => Err(format!("`{s}`: expected none, tokens, jwt or webhook=URL")),
-        },
-    }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-/// Every setting, as given by flags, environment or file. `None` means "not
-/// given here"; [`Settings::resolve`] applies the documented defaults.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Settings {
-    /// TOML configuration file (keys are the flag names).
-    #[arg(long, env = "PUSHGATE_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Browser listener: /ws, /healthz, /readyz. [default: 127.0.0.1:8080]
-    #[arg(long, env = "PUSHGATE_PUBLIC_ADDR")]
-    pub public_addr: Option<SocketAddr>,
-    /// Producer listener: gRPC and HTTP. [default: 127.0.0.1:50051]
-    #[arg(long, env = "PUSHGATE_INTERNAL_ADDR")]
-    pub internal_addr: Option<SocketAddr>,
-    /// WebSocket upgrade path. [default: /ws]
-    #[arg(long, env = "PUSHGATE_WS_PATH")]
-    pub ws_path: Option<String>,
-    /// Allowed browser origins, comma-separated; exact or `*.example.com`.
-    /// [default: any origin when the public listener is on loopback]
-    #[arg(long, env = "PUSHGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub allowed_origins: Option<Vec<String>>,
-    /// Connection authentication: none, tokens, jwt or webhook=URL. [default: none]
-    #[arg(long, env = "PUSHGATE_AUTH", value_parser = parse_auth_mode)]
-    pub auth: Option<AuthMode>,
-    /// Token table for `--auth tokens`: `TOKEN USER_ID` per line.
-    #[arg(long, env = "PUSHGATE_AUTH_TOKENS")]
-    pub auth_tokens: Option<PathBuf>,
-    /// HS256/384/512 secret for `--auth jwt`.
-    #[arg(long, env = "PUSHGATE_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// PEM public key (RSA, EC or Ed25519) for `--auth jwt`.
-    #[arg(long, env = "PUSHGATE_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<PathBuf>,
-    /// JWKS file for `--auth jwt`.
-    #[arg(long, env = "PUSHGATE_JWKS")]
-    pub jwks: Option<PathBuf>,
-    /// How long the auth webhook may take before the connection is refused (1011). [default: 2s]
-    #[arg(long, env = "PUSHGATE_AUTH_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub auth_timeout: Option<Duration>,
-    /// How long auth webhook answers are cached. [default: 30s]
-    #[arg(long, env = "PUSHGATE_AUTH_CACHE_TTL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub auth_cache_ttl: Option<Duration>,
-    /// Producer API key (repeatable; env: comma-separated). [default: none]
-    #[arg(long = "api-key", env = "PUSHGATE_API_KEYS", value_delimiter = ',')]
-    #[serde(rename = "api-keys")]
-    pub api_keys: Option<Vec<String>>,
-    /// File of producer API keys, one per line.
-    #[arg(long, env = "PUSHGATE_API_KEYS_FILE")]
-    pub api_keys_file: Option<PathBuf>,
-    /// PEM certificate chain for TLS on the internal (producer) listener.
-    #[arg(long, env = "PUSHGATE_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "PUSHGATE_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA: producers must present a client certificate it signed (mutual TLS).
-    #[arg(long, env = "PUSHGATE_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// PEM certificate chain for TLS on the public listener (wss://).
-    #[arg(long, env = "PUSHGATE_PUBLIC_TLS_CERT", requires = "public_tls_key")]
-    pub public_tls_cert: Option<PathBuf>,
-    /// PEM private key for --public-tls-cert.
-    #[arg(long, env = "PUSHGATE_PUBLIC_TLS_KEY", requires = "public_tls_cert")]
-    pub public_tls_key: Option<PathBuf>,
-    /// Also serve wserver's `POST /push` on the public listener (needs --api-key).
-    #[arg(long, env = "PUSHGATE_PUSH_ON_PUBLIC")]
-    pub push_on_public: Option<bool>,
-    /// Allow non-loopback binds without auth or producer keys.
-    #[arg(long, env = "PUSHGATE_INSECURE")]
-    pub insecure: Option<bool>,
-    /// Seconds to wait for a register message. [default: 10s]
-    #[arg(long, env = "PUSHGATE_REGISTER_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub register_timeout: Option<Duration>,
-    /// Time allowed for the HTTP upgrade request. [default: 5s]
-    #[arg(long, env = "PUSHGATE_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub handshake_timeout: Option<Duration>,
-    /// Interval between server pings. [default: 25s]
-    #[arg(long, env = "PUSHGATE_PING_INTERVAL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub ping_interval: Option<Duration>,
-    /// A connection that has not answered a ping within this is closed. [default: 10s]
-    #[arg(long, env = "PUSHGATE_PONG_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub pong_timeout: Option<Duration>,
-    /// Longest shutdown. [default: 10s]
-    #[arg(long, env = "PUSHGATE_DRAIN_TIMEOUT", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub drain_timeout: Option<Duration>,
-    /// Most WebSocket connections on this node. [default: 10000]
-    #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Most WebSocket connections from one IP address; 0: no limit. [default: 0]
-    #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Refuse new upgrades (503 + Retry-After) while the process's resident
-    /// memory is above this, e.g. 2GiB or 512MiB; 0: no limit. [default: 0]
-    #[arg(long, env = "PUSHGATE_MAX_MEMORY", value_parser = parse_size)]
-    #[serde(default, deserialize_with = "de_size")]
-    pub max_memory: Option<u64>,
-    /// Most connections of one user. [default: 64]
-    #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_USER")]
-    pub max_connections_per_user: Option<usize>,
-    /// Largest push payload in bytes. [default: 65536]
-    #[arg(long, env = "PUSHGATE_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// Most events one connection may subscribe to. [default: 64]
-    #[arg(long, env = "PUSHGATE_MAX_EVENTS_PER_CONN")]
-    pub max_events_per_conn: Option<usize>,
-    /// Largest client frame in bytes; larger closes with 1009. [default: 4096]
-    #[arg(long, env = "PUSHGATE_MAX_CLIENT_FRAME_BYTES")]
-    pub max_client_frame_bytes: Option<usize>,
-    /// Send-queue cap per connection in bytes. [default: 262144]
-    #[arg(long, env = "PUSHGATE_CONN_QUEUE_BYTES")]
-    pub conn_queue_bytes: Option<usize>,
-    /// What a full send queue does: close (4000) or drop-oldest. [default: close]
-    #[arg(long, env = "PUSHGATE_SLOW_POLICY", value_enum)]
-    pub slow_policy: Option<SlowPolicy>,
-    /// Messages kept per user for resume; 0 disables history. [default: 64]
-    #[arg(long, env = "PUSHGATE_HISTORY_SIZE")]
-    pub history_size: Option<usize>,
-    /// How long history is kept. [default: 5m]
-    #[arg(long, env = "PUSHGATE_HISTORY_TTL", value_parser = parse_duration)]
-    #[serde(default, deserialize_with = "de_duration")]
-    pub history_ttl: Option<Duration>,
-    /// Kernel accept-queue length for both listeners. [default: 1024]
-    #[arg(long, env = "PUSHGATE_LISTEN_BACKLOG")]
-    pub listen_backlog: Option<u32>,
-    /// Log format. [default: text]
-    #[arg(long, env = "PUSHGATE_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Log filter, RUST_LOG syntax (RUST_LOG is read too). [default: info]
-    #[arg(long, env = "PUSHGATE_LOG")]
-    pub log: Option<String>,
-}
 
 /// Why the configuration was refused. Each message names the key and, for
 /// file errors, the file.
@@ -494,79 +313,9 @@ fn read_lines(path: &Path, key: &'static str) -> Result<Vec<String>, ConfigError
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 250ms, 10s, 5m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `2GiB` (also KB/MB/GB
-/// as powers of 1000).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 512MiB"))?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => return Err(format!("`{s}`: unknown unit `{other}` (KiB, MiB, GiB)")),
-    };
-    n.checked_mul(factor).ok_or_else(|| format!("`{s}` is too large"))
-}
-
-fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Number(u64),
-        Text(String),
-    }
-    match Size::deserialize(d)? {
-        Size::Number(n) => Ok(Some(n)),
-        Size::Text(s) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
-    }
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(parse_duration("5x").is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("1XB").is_err());
-    }
 
     #[test]
     fn file_unknown_key_is_refused_with_its_name() {

@@ -7,13 +7,15 @@
 //! every connection, the history, and a registration with its replay —
 //! happens under that user's shard lock, which is what keeps per-user order.
 
+mod membership;
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-
-use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
 
 use super::close::{CloseCode, CloseReason};
 use super::delivery::{Delivery, Payload};
@@ -360,86 +362,6 @@ impl Hub {
         users.iter().map(|u| self.shard(u).get(u.as_str()).map_or(0, |e| e.members.len() as u32)).collect()
     }
 
-    /// Registers connection `id` of `user` with `events`, replaying history
-    /// after `since` atomically with the registration.
-    pub fn join(
-        &self,
-        user: &UserId,
-        id: ConnId,
-        outbox: Arc<Outbox>,
-        events: &[EventName],
-        since: Option<u64>,
-    ) -> Result<Joined, JoinError> {
-        if self.is_shutting_down() {
-            return Err(JoinError::ShuttingDown);
-        }
-        let max_events = self.config.max_events_per_conn;
-        let mut subscribed: Vec<EventName> = Vec::with_capacity(events.len());
-        add_events(&mut subscribed, events, max_events)?;
-        let mut shard = self.shard(user);
-        let entry = shard.entry(Arc::clone(user)).or_default();
-        if entry.members.len() >= self.config.max_connections_per_user {
-            let n = entry.members.len();
-            Self::prune(&mut shard, user);
-            return Err(JoinError::UserLimit(n));
-        }
-        self.stats.joined(subscribed.len(), entry.members.is_empty());
-        let replay = since.map(|s| entry.history.replay(s, entry.seq, &subscribed, Instant::now()));
-        entry.members.push(Member { id, events: subscribed.clone(), outbox });
-        Ok(Joined { events: subscribed, seq: entry.seq, replay })
-    }
-
-    /// Adds `events` to a joined connection; replays after `since` for them.
-    pub fn subscribe(
-        &self,
-        user: &str,
-        id: ConnId,
-        events: &[EventName],
-        since: Option<u64>,
-    ) -> Result<Joined, JoinError> {
-        let max_events = self.config.max_events_per_conn;
-        let mut shard = self.shard(user);
-        let entry = shard.get_mut(user).ok_or(JoinError::ShuttingDown)?;
-        let seq = entry.seq;
-        let member = entry.members.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
-        let before = member.events.len();
-        add_events(&mut member.events, events, max_events)?;
-        self.stats.subscriptions.inc_by((member.events.len() - before) as i64);
-        let events = member.events.clone();
-        let replay = since.map(|s| entry.history.replay(s, seq, events.as_slice(), Instant::now()));
-        Ok(Joined { events, seq, replay })
-    }
-
-    /// Removes `events` from a joined connection; returns what it still has.
-    pub fn unsubscribe(&self, user: &str, id: ConnId, events: &[EventName]) -> Vec<EventName> {
-        let mut shard = self.shard(user);
-        let Some(member) = shard.get_mut(user).and_then(|e| e.members.iter_mut().find(|m| m.id == id)) else {
-            return Vec::new();
-        };
-        let before = member.events.len();
-        member.events.retain(|e| !events.contains(e));
-        self.stats.subscriptions.dec_by((before - member.events.len()) as i64);
-        member.events.clone()
-    }
-
-    /// Removes connection `id` of `user`. Idempotent.
-    pub fn leave(&self, user: &str, id: ConnId) {
-        let mut shard = self.shard(user);
-        let Some(entry) = shard.get_mut(user) else { return };
-        if let Some(i) = entry.members.iter().position(|m| m.id == id) {
-            let member = entry.members.swap_remove(i);
-            self.stats.left(member.events.len(), entry.members.is_empty());
-        }
-        Self::prune(&mut shard, user);
-    }
-
-    /// Drops a user's entry once it has neither connections nor history.
-    fn prune(shard: &mut Shard, user: &str) {
-        if shard.get_mut(user).is_some_and(|e| e.is_idle()) {
-            shard.remove(user);
-        }
-    }
-
     /// Expires history older than the history TTL and drops entries left
     /// empty. Called periodically by the heartbeat.
     pub fn sweep(&self) {
@@ -469,17 +391,4 @@ impl Hub {
 /// it saves an allocation (and a free) per push.
 fn interned(members: &[Member], event: &str) -> Option<EventName> {
     members.iter().flat_map(|m| m.events.iter()).find(|e| &***e == event).cloned()
-}
-
-/// Adds the events of `new` not yet in `events`, within `max`.
-fn add_events(events: &mut Vec<EventName>, new: &[EventName], max: usize) -> Result<(), JoinError> {
-    for e in new {
-        if !events.contains(e) {
-            if events.len() >= max {
-                return Err(JoinError::TooManyEvents(max));
-            }
-            events.push(Arc::clone(e));
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,105 @@
+//! Connections joining, changing their subscriptions and leaving: the half
+//! of the hub the sessions use. A join and its replay happen under one shard
+//! lock, which is what makes a resume gap-free.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{ConnId, Hub, JoinError, Joined, Member, Shard, UserId};
+use crate::core::event::EventName;
+use crate::core::outbox::Outbox;
+
+impl Hub {
+    /// Registers connection `id` of `user` with `events`, replaying history
+    /// after `since` atomically with the registration.
+    pub fn join(
+        &self,
+        user: &UserId,
+        id: ConnId,
+        outbox: Arc<Outbox>,
+        events: &[EventName],
+        since: Option<u64>,
+    ) -> Result<Joined, JoinError> {
+        if self.is_shutting_down() {
+            return Err(JoinError::ShuttingDown);
+        }
+        let max_events = self.config.max_events_per_conn;
+        let mut subscribed: Vec<EventName> = Vec::with_capacity(events.len());
+        add_events(&mut subscribed, events, max_events)?;
+        let mut shard = self.shard(user);
+        let entry = shard.entry(Arc::clone(user)).or_default();
+        if entry.members.len() >= self.config.max_connections_per_user {
+            let n = entry.members.len();
+            Self::prune(&mut shard, user);
+            return Err(JoinError::UserLimit(n));
+        }
+        self.stats.joined(subscribed.len(), entry.members.is_empty());
+        let replay = since.map(|s| entry.history.replay(s, entry.seq, &subscribed, Instant::now()));
+        entry.members.push(Member { id, events: subscribed.clone(), outbox });
+        Ok(Joined { events: subscribed, seq: entry.seq, replay })
+    }
+
+    /// Adds `events` to a joined connection; replays after `since` for them.
+    pub fn subscribe(
+        &self,
+        user: &str,
+        id: ConnId,
+        events: &[EventName],
+        since: Option<u64>,
+    ) -> Result<Joined, JoinError> {
+        let max_events = self.config.max_events_per_conn;
+        let mut shard = self.shard(user);
+        let entry = shard.get_mut(user).ok_or(JoinError::ShuttingDown)?;
+        let seq = entry.seq;
+        let member = entry.members.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
+        let before = member.events.len();
+        add_events(&mut member.events, events, max_events)?;
+        self.stats.subscriptions.inc_by((member.events.len() - before) as i64);
+        let events = member.events.clone();
+        let replay = since.map(|s| entry.history.replay(s, seq, events.as_slice(), Instant::now()));
+        Ok(Joined { events, seq, replay })
+    }
+
+    /// Removes `events` from a joined connection; returns what it still has.
+    pub fn unsubscribe(&self, user: &str, id: ConnId, events: &[EventName]) -> Vec<EventName> {
+        let mut shard = self.shard(user);
+        let Some(member) = shard.get_mut(user).and_then(|e| e.members.iter_mut().find(|m| m.id == id)) else {
+            return Vec::new();
+        };
+        let before = member.events.len();
+        member.events.retain(|e| !events.contains(e));
+        self.stats.subscriptions.dec_by((before - member.events.len()) as i64);
+        member.events.clone()
+    }
+
+    /// Removes connection `id` of `user`. Idempotent.
+    pub fn leave(&self, user: &str, id: ConnId) {
+        let mut shard = self.shard(user);
+        let Some(entry) = shard.get_mut(user) else { return };
+        if let Some(i) = entry.members.iter().position(|m| m.id == id) {
+            let member = entry.members.swap_remove(i);
+            self.stats.left(member.events.len(), entry.members.is_empty());
+        }
+        Self::prune(&mut shard, user);
+    }
+
+    /// Drops a user's entry once it has neither connections nor history.
+    pub(super) fn prune(shard: &mut Shard, user: &str) {
+        if shard.get_mut(user).is_some_and(|e| e.is_idle()) {
+            shard.remove(user);
+        }
+    }
+}
+
+/// Adds the events of `new` not yet in `events`, within `max`.
+fn add_events(events: &mut Vec<EventName>, new: &[EventName], max: usize) -> Result<(), JoinError> {
+    for e in new {
+        if !events.contains(e) {
+            if events.len() >= max {
+                return Err(JoinError::TooManyEvents(max));
+            }
+            events.push(Arc::clone(e));
+        }
+    }
+    Ok(())
+}
