@@ -39,7 +39,7 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         let value: MetadataValue<_> = format!("Bearer {key}").parse().context("api key is not a valid header value")?;
         request.metadata_mut().insert("authorization", value);
     }
-    let reply = client.push(request).await.map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+    let reply = client.push(request).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
     let reply = reply.into_inner();
     println!("delivered={} seq={}", reply.delivered, reply.seq);
     Ok(())

@@ -1,0 +1,71 @@
+//! The `pushgate` binary's subcommands: `push` (the operator's gRPC client)
+//! against a real gateway, and `check-config` refusing bad configuration with
+//! a message that names the key and the file.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::next_text;
+
+fn pushgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pushgate")).args(args).output().expect("run pushgate")
+}
+
+#[tokio::test]
+async fn push_subcommand_delivers_and_reports() {
+    let gw = common::start(common::settings()).await;
+    let mut tab = gw.compat_tab("u1", "e").await;
+    let url = gw.internal_url();
+    let output = tokio::task::spawn_blocking(move || {
+        pushgate(&["push", "--user", "u1", "--event", "e", "--addr", &url, "hello from the cli"])
+    })
+    .await
+    .expect("join");
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "delivered=1 seq=1");
+    assert_eq!(next_text(&mut tab).await, "hello from the cli");
+}
+
+#[tokio::test]
+async fn push_subcommand_reports_a_refusal() {
+    let settings = pushgate::config::Settings { api_keys: Some(vec!["k1".into()]), ..common::settings() };
+    let gw = common::start(settings).await;
+    let url = gw.internal_url();
+    let output = tokio::task::spawn_blocking(move || {
+        pushgate(&["push", "--user", "u1", "--event", "e", "--addr", &url, "no key"])
+    })
+    .await
+    .expect("join");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Unauthenticated") || stderr.contains("unauthenticated"), "{stderr}");
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_the_file() {
+    let dir = std::env::temp_dir().join(format!("pushgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, "max-connections = 10\nmax-conections = 5\n").expect("write");
+    let output = pushgate(&["check-config", "--config", file.to_str().expect("utf-8")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max-conections") && stderr.contains("gateway.toml"), "{stderr}");
+
+    std::fs::write(&file, "history-ttl = \"5 parsecs\"\n").expect("write");
+    let output = pushgate(&["check-config", "--config", file.to_str().expect("utf-8")]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("history-ttl"), "{:?}", output);
+
+    let output = pushgate(&["check-config", "--public-addr", "0.0.0.0:8080"]);
+    assert!(!output.status.success(), "a public bind with --auth none is refused");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("public-addr"));
+
+    std::fs::write(&file, "max-connections = 10\n").expect("write");
+    let output = pushgate(&["check-config", "--config", file.to_str().expect("utf-8"), "--max-connections", "7"]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("max_connections: 7"), "the flag beats the file: {stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
