@@ -104,3 +104,41 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(exit.success(), "exit status {exit}");
     assert!(signalled.elapsed() < Duration::from_secs(3) + Duration::from_secs(2), "exit within the drain timeout");
 }
+
+/// Browser sockets are closed spread over the drain period (half of it), each
+/// with a `reconnect_after_ms` hint, so the next node does not take every
+/// reconnect at once.
+#[tokio::test]
+async fn drain_spreads_the_closes_over_the_drain_period() {
+    let drain = Duration::from_secs(2);
+    let settings = pushgate::config::Settings { drain_timeout: Some(drain), ..common::settings() };
+    let gw = common::start(settings).await;
+    let mut tabs = Vec::new();
+    for i in 0..20 {
+        tabs.push(gw.compat_tab(&format!("u{i}"), "e").await);
+    }
+    let started = Instant::now();
+    gw.running.shutdown();
+    // Every tab is read from now on, each by its own task.
+    let closes: Vec<_> = tabs
+        .into_iter()
+        .map(|mut tab| {
+            tokio::spawn(async move {
+                let (code, reason) = common::closed(&mut tab).await;
+                (started.elapsed(), code, reason)
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for close in closes {
+        let (at, code, reason) = close.await.expect("join");
+        assert_eq!(code, 1001, "{reason}");
+        assert!(reason.contains("reconnect_after_ms="), "{reason}");
+        times.push(at);
+    }
+    times.sort();
+    let spread = times[times.len() - 1] - times[0];
+    assert!(spread >= drain / 2 * 8 / 10, "closes spread over {spread:?}, not about half of {drain:?}");
+    assert!(times[times.len() - 1] < drain, "all closed within the drain timeout");
+    tokio::time::timeout(common::WAIT, gw.running.wait()).await.expect("shutdown completes");
+}
