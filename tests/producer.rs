@@ -668,3 +668,20 @@ async fn push_on_public_serves_wserver_push_with_a_key() {
     let err = Settings { push_on_public: Some(true), ..common::settings() }.resolve().expect_err("refused");
     assert!(err.to_string().contains("push-on-public"), "{err}");
 }
+
+#[tokio::test]
+async fn unknown_paths_get_404_over_http_and_unimplemented_over_grpc() {
+    let gw = common::start(common::settings()).await;
+    let reply = http(&gw, "GET", "/no/such/path", None, "").await;
+    assert_eq!((reply.status, reply.body.as_str()), (404, "not found"));
+    let channel = tonic::transport::Channel::from_shared(gw.internal_url()).expect("url").connect().await.expect("c");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<pushgate::proto::StatsRequest, pushgate::proto::StatsReply>::default();
+    let path = axum::http::uri::PathAndQuery::from_static("/pushgate.v1.NoSuchService/Nothing");
+    let status = grpc
+        .unary(tonic::Request::new(pushgate::proto::StatsRequest {}), path, codec)
+        .await
+        .expect_err("no such method");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+}

@@ -20,7 +20,7 @@ use auth::ProducerAuth;
 /// health reporter that shutdown flips to NOT_SERVING.
 pub struct GrpcServices {
     /// PushService, health and reflection, routed by service name; its
-    /// fallback answers gRPC UNIMPLEMENTED.
+    /// fallback answers gRPC UNIMPLEMENTED to gRPC requests and 404 to others.
     pub routes: axum::Router,
     /// Health status of `""` and `pushgate.v1.PushService`.
     pub health: tonic_health::server::HealthReporter,
@@ -36,7 +36,23 @@ pub async fn services(hub: Arc<Hub>, keys: ApiKeys) -> GrpcServices {
     let push = limits::ByMethod::new(hub, ProducerAuth::new(keys));
     let mut routes = Routes::new(push).add_service(health_service);
     routes = add_reflection(routes);
-    GrpcServices { routes: routes.into_axum_router(), health }
+    GrpcServices { routes: routes.into_axum_router().fallback(unknown_path), health }
+}
+
+/// Any path no service serves: gRPC UNIMPLEMENTED for a gRPC request, a plain
+/// 404 for anyone else (a curl user mistyping `/v1/push` should not get a gRPC
+/// trailer back).
+async fn unknown_path(request: axum::extract::Request) -> axum::response::Response {
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let status = tonic::Status::unimplemented(format!("{} is not served here", request.uri().path()));
+        status.into_http::<axum::body::Body>()
+    } else {
+        axum::response::IntoResponse::into_response((axum::http::StatusCode::NOT_FOUND, "not found"))
+    }
 }
 
 /// Adds reflection v1 and v1alpha over the embedded descriptor set. The set
