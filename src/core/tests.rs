@@ -144,3 +144,20 @@ fn user_limit_and_disconnect() {
     assert!(drain(&a).1.close.is_none());
     assert_eq!(hub.online(&["u".into()]), vec![1]);
 }
+
+#[test]
+fn a_refused_subscribe_changes_nothing_and_replays_only_new_events() {
+    let hub = hub(HubConfig { max_events_per_conn: 3, ..HubConfig::default() });
+    let u: UserId = Arc::from("u");
+    hub.join(&u, 1, hub.new_outbox(), &events(&["a"]), None).expect("join");
+    let refused = hub.subscribe("u", 1, &events(&["b", "c", "d"]), None);
+    assert_eq!(refused.err(), Some(JoinError::TooManyEvents(3)));
+    assert_eq!(hub.stats().subscriptions, 1, "nothing half-added");
+    hub.publish(text("u", "a", "1")).expect("publish");
+    hub.publish(text("u", "b", "2")).expect("publish");
+    let joined = hub.subscribe("u", 1, &events(&["a", "b", "b"]), Some(0)).expect("subscribe");
+    assert_eq!(joined.events, events(&["a", "b"]));
+    assert_eq!(hub.stats().subscriptions, 2);
+    let replayed: Vec<_> = joined.replay.expect("replay").deliveries.iter().map(|d| d.seq).collect();
+    assert_eq!(replayed, vec![Some(2)], "only the newly added event: `a` was live already");
+}

@@ -100,7 +100,7 @@ async fn join(conn: &mut Conn<'_>, handshake: Option<&Identity>, register: Regis
         if let Some(replay) = &joined.replay {
             // Taken atomically with the join: written before anything from
             // the outbox, it leaves no gap and no duplicate.
-            queue_replay(conn, replay, None)?;
+            queue_replay(conn, replay)?;
         }
     }
     Ok(Some(member))
@@ -122,15 +122,8 @@ pub(super) async fn add_events(
         member.identity = identity;
     }
     check_allowed(&member.identity, &register.events)?;
-    let new: Vec<EventName> = register.events.into_iter().filter(|e| !member.events.contains(e)).collect();
-    let max = conn.ctx.hub.config().max_events_per_conn;
     let since = register.since.filter(|_| conn.mode == Mode::Envelope);
-    let joined = if member.events.len() + new.len() > max {
-        Err(JoinError::TooManyEvents(max))
-    } else {
-        conn.ctx.hub.subscribe(&member.user, conn.id, &new, since)
-    };
-    let joined = match joined {
+    let joined = match conn.ctx.hub.subscribe(&member.user, conn.id, &register.events, since) {
         Ok(joined) => joined,
         // Gone from the hub (disconnected): its outbox is closing already.
         Err(JoinError::ShuttingDown) => return Ok(()),
@@ -144,7 +137,7 @@ pub(super) async fn add_events(
         };
         conn.queue(message)?;
         if let Some(replay) = &joined.replay {
-            queue_replay(conn, replay, Some(&new))?;
+            queue_replay(conn, replay)?;
         }
     }
     Ok(())
@@ -202,14 +195,11 @@ fn refused_join(conn: &mut Conn<'_>, error: &JoinError) -> Result<(), End> {
     }
 }
 
-/// Queues a replay's deliveries (only those on `only`'s events when given),
-/// then `recovered`.
-fn queue_replay(conn: &mut Conn<'_>, replay: &Replay, only: Option<&[EventName]>) -> Result<(), End> {
+/// Queues a replay's deliveries, then `recovered`.
+fn queue_replay(conn: &mut Conn<'_>, replay: &Replay) -> Result<(), End> {
     for delivery in &replay.deliveries {
-        if only.is_none_or(|events| events.contains(&delivery.event)) {
-            if let Some(frame) = envelope::delivery(conn.mode, delivery) {
-                conn.queue(frame)?;
-            }
+        if let Some(frame) = envelope::delivery(conn.mode, delivery) {
+            conn.queue(frame)?;
         }
     }
     conn.queue(envelope::recovered(replay))

@@ -23,9 +23,7 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(JoinError::ShuttingDown);
         }
-        let max_events = self.config.max_events_per_conn;
-        let mut subscribed: Vec<EventName> = Vec::with_capacity(events.len());
-        add_events(&mut subscribed, events, max_events)?;
+        let subscribed = new_events(&[], events, self.config.max_events_per_conn)?;
         let mut shard = self.shard(user);
         let entry = shard.entry(Arc::clone(user)).or_default();
         if entry.members.len() >= self.config.max_connections_per_user {
@@ -39,7 +37,8 @@ impl Hub {
         Ok(Joined { events: subscribed, seq: entry.seq, replay })
     }
 
-    /// Adds `events` to a joined connection; replays after `since` for them.
+    /// Adds `events` to a joined connection, all or none; replays after
+    /// `since` for the newly added ones only (the others were live already).
     pub fn subscribe(
         &self,
         user: &str,
@@ -47,16 +46,15 @@ impl Hub {
         events: &[EventName],
         since: Option<u64>,
     ) -> Result<Joined, JoinError> {
-        let max_events = self.config.max_events_per_conn;
         let mut shard = self.shard(user);
         let entry = shard.get_mut(user).ok_or(JoinError::ShuttingDown)?;
         let seq = entry.seq;
         let member = entry.members.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
-        let before = member.events.len();
-        add_events(&mut member.events, events, max_events)?;
-        self.stats.subscriptions.inc_by((member.events.len() - before) as i64);
+        let added = new_events(&member.events, events, self.config.max_events_per_conn)?;
+        member.events.extend(added.iter().cloned());
+        self.stats.subscriptions.inc_by(added.len() as i64);
         let events = member.events.clone();
-        let replay = since.map(|s| entry.history.replay(s, seq, events.as_slice(), Instant::now()));
+        let replay = since.map(|s| entry.history.replay(s, seq, &added, Instant::now()));
         Ok(Joined { events, seq, replay })
     }
 
@@ -91,15 +89,18 @@ impl Hub {
     }
 }
 
-/// Adds the events of `new` not yet in `events`, within `max`.
-fn add_events(events: &mut Vec<EventName>, new: &[EventName], max: usize) -> Result<(), JoinError> {
+/// The events of `new` not in `have`, each once — or `TooManyEvents` when
+/// adding them would pass `max`. Changes nothing, so a refusal leaves the
+/// connection's subscriptions as they were.
+fn new_events(have: &[EventName], new: &[EventName], max: usize) -> Result<Vec<EventName>, JoinError> {
+    let mut added: Vec<EventName> = Vec::new();
     for e in new {
-        if !events.contains(e) {
-            if events.len() >= max {
-                return Err(JoinError::TooManyEvents(max));
-            }
-            events.push(Arc::clone(e));
+        if !have.contains(e) && !added.contains(e) {
+            added.push(Arc::clone(e));
         }
     }
-    Ok(())
+    if have.len() + added.len() > max {
+        return Err(JoinError::TooManyEvents(max));
+    }
+    Ok(added)
 }
