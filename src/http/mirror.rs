@@ -9,20 +9,16 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
-use super::Shared;
+use super::{Shared, guarded, single_push_limit};
 use crate::api::{self, ApiError, Code};
 use crate::proto::{BroadcastReply, DisconnectReply, OnlineReply, PushBatchReply, PushReply, StatsReply, StatsRequest};
-
-/// Worst-case growth of one payload written as JSON (`\u00XX` escapes).
-const JSON_ESCAPE_FACTOR: usize = 6;
 
 /// Growth allowed for a whole batch written as JSON: base64 and ordinary
 /// text stay well within it; a batch of control characters must be split.
@@ -31,18 +27,16 @@ const BATCH_JSON_FACTOR: usize = 2;
 /// The `/v1/*` routes, behind the producer key. The key check is a route
 /// layer of each method router, so a wrong method gets 405 without it.
 pub(super) fn routes(shared: &Arc<Shared>) -> Router {
-    let single = DefaultBodyLimit::max(api::max_push_bytes(&shared.hub).saturating_mul(JSON_ESCAPE_FACTOR));
+    let single = || single_push_limit(&shared.hub);
     let batch = DefaultBodyLimit::max(api::max_batch_bytes(&shared.hub).saturating_mul(BATCH_JSON_FACTOR));
-    let guarded = |route: MethodRouter<Arc<Shared>>, limit: DefaultBodyLimit| {
-        route.route_layer(middleware::from_fn_with_state(Arc::clone(shared), require_key)).layer(limit)
-    };
+    let guarded = |route: MethodRouter<Arc<Shared>>, limit| guarded(shared, route, limit, unauthenticated);
     Router::new()
-        .route("/v1/push", guarded(post(push), single))
+        .route("/v1/push", guarded(post(push), single()))
         .route("/v1/push_batch", guarded(post(push_batch), batch))
-        .route("/v1/broadcast", guarded(post(broadcast), single))
-        .route("/v1/disconnect", guarded(post(disconnect), single))
-        .route("/v1/online", guarded(post(online), single))
-        .route("/v1/stats", guarded(post(stats), single))
+        .route("/v1/broadcast", guarded(post(broadcast), single()))
+        .route("/v1/disconnect", guarded(post(disconnect), single()))
+        .route("/v1/online", guarded(post(online), single()))
+        .route("/v1/stats", guarded(post(stats), single()))
         .with_state(Arc::clone(shared))
 }
 
@@ -93,12 +87,8 @@ impl IntoResponse for MirrorError {
     }
 }
 
-/// A JSON 401 unless the request carries a valid key.
-async fn require_key(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    if shared.authorized(request.headers()) {
-        return next.run(request).await;
-    }
-    tracing::warn!(path = request.uri().path(), "/v1 call without a valid producer key refused");
+/// The JSON 401 of a call without a valid key.
+fn unauthenticated() -> Response {
     MirrorError::Api(ApiError::Unauthenticated).into_response()
 }
 

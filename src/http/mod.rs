@@ -14,10 +14,11 @@ mod wserver;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 
 use crate::core::{ApiKeys, Hub};
 
@@ -36,6 +37,38 @@ impl Shared {
     fn authorized(&self, headers: &HeaderMap) -> bool {
         self.keys.check_header(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
     }
+}
+
+/// Worst-case growth of a payload once written as a JSON string (`\u00XX`).
+const JSON_ESCAPE_FACTOR: usize = 6;
+
+/// The body limit of a route taking one push (or one request of its size).
+fn single_push_limit(hub: &Hub) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(crate::api::max_push_bytes(hub).saturating_mul(JSON_ESCAPE_FACTOR))
+}
+
+/// `route` behind the producer key and a body `limit`. The key check is a
+/// route layer of the method router, so a wrong method gets 405 before it (as
+/// in wserver); a missing or wrong key is answered by `refusal`, which each
+/// route family words its own way.
+fn guarded(
+    shared: &Arc<Shared>,
+    route: MethodRouter<Arc<Shared>>,
+    limit: DefaultBodyLimit,
+    refusal: fn() -> Response,
+) -> MethodRouter<Arc<Shared>> {
+    let shared = Arc::clone(shared);
+    let check = move |request: Request, next: Next| {
+        let shared = Arc::clone(&shared);
+        async move {
+            if shared.authorized(request.headers()) {
+                return next.run(request).await;
+            }
+            tracing::warn!(path = request.uri().path(), "producer call without a valid key refused");
+            refusal()
+        }
+    };
+    route.route_layer(middleware::from_fn(check)).layer(limit)
 }
 
 /// The HTTP routes of the internal port. It sets no fallback, so it merges

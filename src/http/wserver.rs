@@ -9,40 +9,29 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserializer as _;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 
-use super::Shared;
+use super::{Shared, guarded, single_push_limit};
 use crate::api::{self, Code};
 use crate::proto::{PushRequest, push_request};
 
 /// wserver's answer to any request it cannot use.
 const ILLEGAL: &str = "request data illegal";
 
-/// Worst-case growth of a payload once written as a JSON string (`\u00XX`).
-const JSON_ESCAPE_FACTOR: usize = 6;
-
 /// `POST /push`, behind the producer key.
 pub(super) fn routes(shared: &Arc<Shared>) -> Router {
-    let limit = api::max_push_bytes(&shared.hub).saturating_mul(JSON_ESCAPE_FACTOR);
-    let push = post(push)
-        .route_layer(middleware::from_fn_with_state(Arc::clone(shared), require_key))
-        .layer(DefaultBodyLimit::max(limit));
+    let push = guarded(shared, post(push), single_push_limit(&shared.hub), unauthorized);
     Router::new().route("/push", push).with_state(Arc::clone(shared))
 }
 
-/// 401 with an empty body (as wserver) unless the request carries a valid key.
-async fn require_key(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    if shared.authorized(request.headers()) {
-        return next.run(request).await;
-    }
-    tracing::warn!("POST /push without a valid producer key refused");
+/// The 401 of a push without a valid key: an empty body, as wserver's.
+fn unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
 }
 
