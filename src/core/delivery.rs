@@ -86,20 +86,32 @@ pub struct Delivery {
     /// After this instant the delivery is not replayed from history.
     pub replay_until: Option<Instant>,
     /// The envelope-mode frame, encoded at most once by whichever session
-    /// writes it first (the core does not know the wire format).
-    encoded: OnceLock<Bytes>,
+    /// writes it first (the core does not know the wire format). A
+    /// [`Payload`], so a text frame keeps `Text`'s UTF-8 guarantee and no
+    /// connection has to check it again.
+    encoded: OnceLock<Payload>,
 }
 
 impl Delivery {
     /// A delivery accepted now.
     pub fn new(event: EventName, seq: Option<u64>, payload: Payload, replay_until: Option<Instant>) -> Self {
-        let accepted = Instant::now();
+        Self::accepted_at(Instant::now(), event, seq, payload, replay_until)
+    }
+
+    /// A delivery accepted at `accepted` (a clock reading the caller already has).
+    pub(crate) fn accepted_at(
+        accepted: Instant,
+        event: EventName,
+        seq: Option<u64>,
+        payload: Payload,
+        replay_until: Option<Instant>,
+    ) -> Self {
         Self { event, seq, ts_ms: unix_ms(), accepted, payload, replay_until, encoded: OnceLock::new() }
     }
 
     /// The frame encoded by `encode`, computed on first use and then shared by
     /// every connection that writes this delivery.
-    pub fn encoded(&self, encode: impl FnOnce(&Delivery) -> Bytes) -> &Bytes {
+    pub fn encoded(&self, encode: impl FnOnce(&Delivery) -> Payload) -> &Payload {
         self.encoded.get_or_init(|| encode(self))
     }
 

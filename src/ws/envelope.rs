@@ -18,7 +18,7 @@
 
 use std::fmt::Write as _;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
@@ -29,29 +29,23 @@ use crate::core::{ConnId, Delivery, EventName, Payload, Replay};
 /// mode the frame is encoded once per delivery and shared by every connection
 /// (`Delivery::encoded`); in the wserver-compatible mode it is the payload
 /// itself. Neither copies the payload per connection.
-pub(super) fn delivery(mode: Mode, delivery: &Delivery) -> Option<Message> {
-    match (mode, &delivery.payload) {
-        (Mode::Compat, Payload::Text(text)) => {
-            // SAFETY: `core::Text` holds valid UTF-8 by construction (its only
-            // constructors take `String` or `&str`, and `Bytes` is immutable),
-            // see src/core/delivery.rs.
-            Some(Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(text.bytes().clone()) }))
-        }
-        (Mode::Compat, Payload::Binary(bytes)) => Some(Message::Binary(bytes.clone())),
-        (Mode::Envelope, Payload::Text(_)) => match Utf8Bytes::try_from(delivery.encoded(encode).clone()) {
-            Ok(text) => Some(Message::Text(text)),
-            Err(e) => {
-                tracing::error!(error = %e, "envelope of a text push is not UTF-8; frame skipped");
-                None
-            }
-        },
-        (Mode::Envelope, Payload::Binary(_)) => Some(Message::Binary(delivery.encoded(encode).clone())),
+pub(super) fn delivery(mode: Mode, delivery: &Delivery) -> Message {
+    let payload = match mode {
+        Mode::Compat => &delivery.payload,
+        Mode::Envelope => delivery.encoded(encode),
+    };
+    match payload {
+        // SAFETY: `core::Text` holds valid UTF-8 by construction (its only
+        // constructors take `String` or `&str`, and `Bytes` is immutable),
+        // see src/core/delivery.rs.
+        Payload::Text(text) => Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(text.bytes().clone()) }),
+        Payload::Binary(bytes) => Message::Binary(bytes.clone()),
     }
 }
 
 /// The envelope-mode frame body of `d`: a JSON text for a text payload, the
 /// binary layout of the module docs for a binary one.
-fn encode(d: &Delivery) -> Bytes {
+fn encode(d: &Delivery) -> Payload {
     match &d.payload {
         Payload::Text(text) => {
             let mut out = String::with_capacity(text.as_str().len() + d.event.len() + 72);
@@ -61,7 +55,7 @@ fn encode(d: &Delivery) -> Bytes {
             out.push_str(r#","data":"#);
             push_json_str(&mut out, text.as_str());
             out.push('}');
-            Bytes::from(out)
+            Payload::text(out)
         }
         Payload::Binary(payload) => {
             let mut header = String::with_capacity(d.event.len() + 56);
@@ -75,7 +69,7 @@ fn encode(d: &Delivery) -> Bytes {
             out.put_u16(len);
             out.put_slice(header.as_bytes());
             out.put_slice(payload);
-            out.freeze()
+            Payload::Binary(out.freeze())
         }
     }
 }
@@ -156,6 +150,8 @@ pub(super) fn error(code: &str, message: &str) -> Message {
 mod tests {
     use std::sync::Arc;
 
+    use bytes::Bytes;
+
     use super::*;
 
     fn push(payload: Payload, seq: Option<u64>) -> Delivery {
@@ -165,7 +161,7 @@ mod tests {
     #[test]
     fn text_envelope_is_json_with_escaped_data() {
         let d = push(Payload::text("he said \"hi\"\n\u{1}é"), Some(42));
-        let Some(Message::Text(t)) = delivery(Mode::Envelope, &d) else { panic!("not text") };
+        let Message::Text(t) = delivery(Mode::Envelope, &d) else { panic!("not text") };
         let v: serde_json::Value = serde_json::from_str(&t).expect("valid JSON");
         assert_eq!(v["type"], "push");
         assert_eq!(v["event"], "a");
@@ -177,7 +173,7 @@ mod tests {
     #[test]
     fn broadcast_has_no_seq() {
         let d = push(Payload::text("x"), None);
-        let Some(Message::Text(t)) = delivery(Mode::Envelope, &d) else { panic!("not text") };
+        let Message::Text(t) = delivery(Mode::Envelope, &d) else { panic!("not text") };
         let v: serde_json::Value = serde_json::from_str(&t).expect("valid JSON");
         assert!(v.get("seq").is_none(), "{t}");
     }
@@ -185,7 +181,7 @@ mod tests {
     #[test]
     fn binary_layout() {
         let d = push(Payload::Binary(Bytes::from_static(&[0, 1, 2, 255])), Some(7));
-        let Some(Message::Binary(b)) = delivery(Mode::Envelope, &d) else { panic!("not binary") };
+        let Message::Binary(b) = delivery(Mode::Envelope, &d) else { panic!("not binary") };
         let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
         let header: serde_json::Value = serde_json::from_slice(&b[2..2 + n]).expect("JSON header");
         assert_eq!(header["event"], "a");
@@ -196,6 +192,6 @@ mod tests {
     #[test]
     fn compat_frames_are_the_payload() {
         let d = push(Payload::text("raw"), Some(1));
-        assert_eq!(delivery(Mode::Compat, &d), Some(Message::text("raw")));
+        assert_eq!(delivery(Mode::Compat, &d), Message::text("raw"));
     }
 }

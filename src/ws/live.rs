@@ -145,9 +145,7 @@ impl Live<'_, '_> {
             self.conn.ctx.hub.metrics().written(oldest.accepted.elapsed());
         }
         for delivery in self.batch.drain(..) {
-            if let Some(frame) = envelope::delivery(self.conn.mode, &delivery) {
-                self.conn.queue(frame)?;
-            }
+            self.conn.queue(envelope::delivery(self.conn.mode, &delivery))?;
         }
         if self.batch.capacity() > KEEP_BATCH_CAPACITY {
             self.batch = Vec::new();

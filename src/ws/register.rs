@@ -198,9 +198,7 @@ fn refused_join(conn: &mut Conn<'_>, error: &JoinError) -> Result<(), End> {
 /// Queues a replay's deliveries, then `recovered`.
 fn queue_replay(conn: &mut Conn<'_>, replay: &Replay) -> Result<(), End> {
     for delivery in &replay.deliveries {
-        if let Some(frame) = envelope::delivery(conn.mode, delivery) {
-            conn.queue(frame)?;
-        }
+        conn.queue(envelope::delivery(conn.mode, delivery))?;
     }
     conn.queue(envelope::recovered(replay))
 }

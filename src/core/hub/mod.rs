@@ -285,7 +285,7 @@ impl Hub {
         let seq = entry.seq;
         let replay_until = push.ttl.map(|ttl| now + ttl);
         let event = interned(&entry.members, &push.event).unwrap_or_else(|| Arc::from(push.event));
-        let delivery = Arc::new(Delivery::new(event, Some(seq), push.payload, replay_until));
+        let delivery = Arc::new(Delivery::accepted_at(now, event, Some(seq), push.payload, replay_until));
         let delivered = self.fan_out(&entry.members, &delivery);
         entry.history.remember(delivery, self.config.history_size, now);
         if let Some(key) = push.idempotency_key {
