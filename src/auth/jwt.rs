@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
@@ -180,17 +180,16 @@ impl Authenticator for JwtAuth {
     }
 }
 
-/// Seconds since the Unix epoch, now.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
     use super::*;
+
+    fn now_secs() -> u64 {
+        std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
 
     fn hs(claims: serde_json::Value, secret: &[u8]) -> String {
         encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret).expect("key"))

@@ -231,7 +231,7 @@ impl Hub {
     }
 
     /// Checks a push's fields against the grammar and limits.
-    pub fn validate(&self, user_id: &str, event: &str, payload: &Payload) -> Result<(), PushError> {
+    fn validate(&self, user_id: &str, event: &str, payload: &Payload) -> Result<(), PushError> {
         if user_id.is_empty() {
             return Err(PushError::EmptyUser);
         }
