@@ -72,17 +72,9 @@ fn push_text(gw: &Gateway, user: &str, event: &str, text: &str) -> Published {
     push(gw, user, event, Payload::text(text.to_owned()))
 }
 
-/// A compat client registered as `user` on `event`.
-async fn joined_compat(gw: &Gateway, user: &str, event: &str) -> Client {
-    let mut client = compat(gw).await;
-    send(&mut client, &json!({"token": user, "event": event}).to_string()).await;
-    gw.wait_online(user, 1).await;
-    client
-}
-
 /// Proves the gateway still serves others: a fresh client gets its push.
 async fn still_healthy(gw: &Gateway) {
-    let mut client = joined_compat(gw, "healthy", "h").await;
+    let mut client = gw.compat_tab("healthy", "h").await;
     assert_eq!(push_text(gw, "healthy", "h", "still here").delivered, 1);
     assert_eq!(next_text(&mut client).await, "still here");
 }
@@ -122,7 +114,7 @@ async fn a_push_reaches_every_tab_of_the_user_on_that_event_only() {
     send(&mut tab1, r#"{"token":"u1","event":"e"}"#).await;
     send(&mut tab2, r#"{"token":"u1","event":"e"}"#).await;
     gw.wait_online("u1", 2).await;
-    let mut other_user = joined_compat(&gw, "u2", "e").await;
+    let mut other_user = gw.compat_tab("u2", "e").await;
     let mut other_event = compat(&gw).await;
     send(&mut other_event, r#"{"token":"u1","event":"f"}"#).await;
     gw.wait_online("u1", 3).await;
@@ -140,7 +132,7 @@ async fn a_push_reaches_every_tab_of_the_user_on_that_event_only() {
 #[tokio::test]
 async fn a_second_register_adds_events() {
     let gw = common::start(settings()).await;
-    let mut client = joined_compat(&gw, "u1", "a").await;
+    let mut client = gw.compat_tab("u1", "a").await;
     send(&mut client, r#"{"token":"u1","event":"b"}"#).await;
     let wait = async {
         while push_text(&gw, "u1", "b", "on b").delivered == 0 {
@@ -447,7 +439,7 @@ async fn too_many_events_is_an_error_in_envelope_mode_and_4503_in_compat() {
 #[tokio::test]
 async fn binary_frames_close_1003() {
     let gw = common::start(settings()).await;
-    let mut client = joined_compat(&gw, "u1", "e").await;
+    let mut client = gw.compat_tab("u1", "e").await;
     client.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
     assert_eq!(closed(&mut client).await.0, 1003);
     gw.wait_online("u1", 0).await;
@@ -477,11 +469,11 @@ async fn no_register_within_the_timeout_closes_4001() {
 async fn connection_limits_close_4003() {
     let s = Settings { max_connections: Some(2), max_connections_per_user: Some(1), ..settings() };
     let gw = common::start(s).await;
-    let _first = joined_compat(&gw, "u1", "e").await;
+    let _first = gw.compat_tab("u1", "e").await;
     let mut second_tab = compat(&gw).await;
     send(&mut second_tab, r#"{"token":"u1","event":"e"}"#).await;
     assert_eq!(closed(&mut second_tab).await.0, 4003);
-    let _other = joined_compat(&gw, "u2", "e").await;
+    let _other = gw.compat_tab("u2", "e").await;
     let mut third = compat(&gw).await;
     assert_eq!(closed(&mut third).await.0, 4003);
 }
@@ -489,7 +481,7 @@ async fn connection_limits_close_4003() {
 #[tokio::test]
 async fn a_slow_consumer_is_closed_4000_even_while_its_socket_is_blocked() {
     let gw = common::start(settings()).await;
-    let mut slow = joined_compat(&gw, "slow", "e").await;
+    let mut slow = gw.compat_tab("slow", "e").await;
     let big = "x".repeat(64 * 1024);
     // The client reads nothing: the kernel buffers fill, the session's flush
     // blocks, then the outbox overflows its 256 KiB cap.
@@ -510,7 +502,7 @@ async fn a_slow_consumer_is_closed_4000_even_while_its_socket_is_blocked() {
 #[tokio::test]
 async fn a_client_that_answers_pings_stays() {
     let gw = common::start(fast_heartbeat()).await;
-    let mut client = joined_compat(&gw, "u1", "e").await;
+    let mut client = gw.compat_tab("u1", "e").await;
     let mut pings = 0;
     let watch = async {
         loop {
@@ -560,7 +552,7 @@ async fn a_client_that_never_answers_is_closed() {
 #[tokio::test]
 async fn shutdown_closes_sessions_with_1001() {
     let gw = common::start(Settings { drain_timeout: Some(Duration::from_secs(2)), ..settings() }).await;
-    let mut joined = joined_compat(&gw, "u1", "e").await;
+    let mut joined = gw.compat_tab("u1", "e").await;
     let mut waiting = compat(&gw).await;
     gw.running.shutdown();
     let (code, reason) = closed(&mut joined).await;
