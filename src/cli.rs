@@ -3,8 +3,8 @@
 use anyhow::Context as _;
 use tonic::metadata::MetadataValue;
 
-use crate::proto::push_service_client::PushServiceClient;
-use crate::proto::{PushRequest, push_request};
+use pushgate::proto::push_service_client::PushServiceClient;
+use pushgate::proto::{PushRequest, push_request};
 
 /// Arguments of `pushgate push`.
 #[derive(Debug, clap::Args)]

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use pushgate::config::{Config, LogFormat, Settings};
@@ -25,7 +27,7 @@ enum Command {
     /// Check the configuration and print it resolved; exit 1 if invalid.
     CheckConfig(Settings),
     /// Push one message over gRPC (an ops client).
-    Push(pushgate::cli::PushArgs),
+    Push(cli::PushArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,7 +36,7 @@ fn main() -> ExitCode {
         None => serve(cli.settings),
         Some(Command::Serve(settings)) => serve(settings),
         Some(Command::CheckConfig(settings)) => check_config(settings),
-        Some(Command::Push(args)) => runtime().and_then(|rt| rt.block_on(pushgate::cli::push(args))),
+        Some(Command::Push(args)) => runtime().and_then(|rt| rt.block_on(cli::push(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +65,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     report_open_file_limit(config.public.max_connections);
-    let auth = pushgate::auth::from_config(&config.auth)?;
+    let auth = pushgate::authenticators::from_config(&config.auth)?;
     let listeners = server::Listeners::bind(&config).context("binding the listeners")?;
     let running = server::start(config, listeners, auth, shutdown_signal()).await?;
     running.wait().await;

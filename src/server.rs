@@ -1,5 +1,6 @@
 //! The one place that wires the adapters to the hub: binds the listeners,
-//! starts the tasks, and owns shutdown (SPEC §2).
+//! starts the tasks, and owns shutdown (the sequence is in docs/api.md,
+//! "Shutdown").
 //!
 //! Listeners, the authenticator and the shutdown trigger are injected, so tests
 //! bind `127.0.0.1:0` and drive the very same [`start`] as `main`.
@@ -16,12 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::core::{ApiKeys, Authenticator, CloseCode, CloseReason, Hub};
-use crate::{grpc, http, tls, ws};
+use crate::core::{Authenticator, CloseCode, CloseReason, Hub, ProducerKeys};
+use crate::net::tls;
+use crate::{grpc, http, ws};
 
 /// The two bound listeners.
 pub struct Listeners {
+    /// Browsers: `GET /ws` upgrades, `/healthz`, `/readyz`.
     pub public: TcpListener,
+    /// Producers: gRPC and HTTP on one port.
     pub internal: TcpListener,
 }
 
@@ -36,8 +40,8 @@ impl Listeners {
     }
 }
 
-/// Binds `addr` with an explicit listen backlog (SPEC §7: a reconnect storm
-/// must not be held back by the kernel's default accept queue).
+/// Binds `addr` with an explicit listen backlog, so that a reconnect storm is
+/// not held back by the kernel's default accept queue.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
@@ -82,7 +86,7 @@ pub async fn start(
     let public_addr = listeners.public.local_addr()?;
     let internal_addr = listeners.internal.local_addr()?;
     let hub = Hub::new(config.hub.clone());
-    let keys = ApiKeys::new(&config.internal.api_keys);
+    let keys = ProducerKeys::new(&config.internal.api_keys);
     let accept = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -93,7 +97,15 @@ pub async fn start(
     let public_push = config.public.push_on_public.then(|| http::public_push_router(Arc::clone(&hub), keys.clone()));
     let grpc = grpc::services(Arc::clone(&hub), keys.clone()).await;
     let internal = http::router(Arc::clone(&hub), keys).merge(grpc.routes);
-    tokio::spawn(http::serve(listeners.internal, internal, internal_tls, accept.clone(), tracker.clone()));
+    let handshake_timeout = config.public.handshake_timeout;
+    tokio::spawn(http::serve(
+        listeners.internal,
+        internal,
+        internal_tls,
+        handshake_timeout,
+        accept.clone(),
+        tracker.clone(),
+    ));
     let ctx = ws::WsContext {
         hub: Arc::clone(&hub),
         auth,
@@ -104,7 +116,8 @@ pub async fn start(
         push: public_push,
     };
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
-    tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), config.heartbeat, accept.clone()));
+    let (ping, pong) = (config.heartbeat.ping_interval, config.heartbeat.pong_timeout);
+    tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), ping, pong, accept.clone()));
     tracing::info!(%public_addr, %internal_addr, "pushgate listening");
 
     let trigger = CancellationToken::new();

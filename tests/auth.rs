@@ -1,6 +1,6 @@
-//! Browser authentication end to end (SPEC §6, README "Browser
+//! Browser authentication end to end (docs/protocol.md "Authentication", README "Browser
 //! authentication"): the real gateway on 127.0.0.1:0 with the JWT and webhook
-//! authenticators built as the product builds them (`pushgate::auth::from_config`
+//! authenticators built as the product builds them (`pushgate::authenticators::from_config`
 //! on resolved settings), real WebSocket clients, and for the webhook a real
 //! HTTP backend started by the test. Keys are the fixed test keys of
 //! `tests/fixtures/` (see its README); no key is generated here.
@@ -205,7 +205,7 @@ async fn assert_refused(gw: &Gateway, token: &str, code: u16, what: &str) {
 /// `pushgate serve` builds it.
 async fn gateway(settings: Settings) -> Gateway {
     let config = settings.clone().resolve().expect("valid config");
-    let auth = pushgate::auth::from_config(&config.auth).expect("authenticator");
+    let auth = pushgate::authenticators::from_config(&config.auth).expect("authenticator");
     common::start_with(settings, auth).await
 }
 
@@ -487,9 +487,33 @@ struct Backend {
 
 impl Backend {
     fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// The backend over HTTPS, with a server certificate of `pki`'s CA.
+    fn start_tls(pki: &common::pki::Pki) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(pki.dir.join("server.pem"))
+            .expect("server.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(pki.dir.join("server.key")).expect("server.key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the backend");
         listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}/auth", listener.local_addr().expect("addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/auth", listener.local_addr().expect("addr"));
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&calls);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -501,8 +525,20 @@ impl Backend {
                     while let Ok((stream, _)) = listener.accept().await {
                         let counter = Arc::clone(&counter);
                         let service = hyper::service::service_fn(move |req| answer(req, Arc::clone(&counter)));
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+                        let http = hyper::server::conn::http1::Builder::new();
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            match tls {
+                                None => http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await,
+                                Some(tls) => match tls.accept(stream).await {
+                                    Ok(stream) => {
+                                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
+                                    }
+                                    Err(_) => return, // a client that did not trust us
+                                },
+                            }
+                            .ok();
+                        });
                     }
                 };
                 tokio::select! {
@@ -576,6 +612,36 @@ async fn webhook_accepts_with_the_backends_user_and_events() {
     assert_eq!(in_register.closed().await.0, 4501, "b is not in the backend's events");
     assert_accepted(&gw, "bob-token", "bob").await;
     assert_accepted(&gw, "forever-token", "forever").await;
+}
+
+#[tokio::test]
+async fn webhook_over_https_trusts_the_given_ca_only() {
+    let pki = common::pki::pki();
+    let backend = Backend::start_tls(&pki);
+    let trusted = Settings {
+        auth_webhook_ca: Some(pki.dir.join("ca.pem")),
+        ..backend.settings(Duration::from_secs(2), Duration::from_secs(30))
+    };
+    let gw = gateway(trusted).await;
+    assert_accepted(&gw, "bob-token", "bob").await;
+    assert_refused(&gw, "unknown-token", 4500, "401 over https").await;
+
+    // Without the CA the backend's certificate chains to nothing the system
+    // trusts: the webhook cannot answer, so the connection is refused as
+    // unavailable (503 at the handshake), never let in.
+    let untrusted = gateway(backend.settings(Duration::from_secs(2), Duration::from_secs(30))).await;
+    assert_eq!(handshake_status(&untrusted, "bob-token").await, 503);
+}
+
+#[test]
+fn webhook_urls_must_be_http_or_https() {
+    use pushgate::authenticators::{WebhookAuth, WebhookTrust};
+    let d = Duration::from_secs(1);
+    assert!(WebhookAuth::new("ftp://127.0.0.1/auth", WebhookTrust::System, d, d).is_err());
+    assert!(WebhookAuth::new("https:///auth", WebhookTrust::System, d, d).is_err());
+    let missing = WebhookTrust::CaFile(std::path::Path::new("/nonexistent/ca.pem"));
+    let err = WebhookAuth::new("https://127.0.0.1/auth", missing, d, d).err().expect("refused");
+    assert!(err.to_string().contains("auth-webhook-ca"), "{err}");
 }
 
 #[tokio::test]

@@ -69,3 +69,81 @@ fn check_config_names_the_bad_key_and_the_file() {
     assert!(stdout.contains("max_connections: 7"), "the flag beats the file: {stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every duration and size flag, with the name its value is given under.
+const DURATION_FLAGS: &[&str] = &[
+    "register-timeout",
+    "handshake-timeout",
+    "ping-interval",
+    "pong-timeout",
+    "drain-timeout",
+    "auth-timeout",
+    "auth-cache-ttl",
+    "history-ttl",
+];
+const SIZE_FLAGS: &[&str] = &[
+    "max-connections",
+    "max-connections-per-ip",
+    "max-connections-per-user",
+    "max-message-bytes",
+    "max-client-frame-bytes",
+    "max-events-per-conn",
+    "conn-queue-bytes",
+    "history-size",
+    "listen-backlog",
+    "max-memory",
+];
+
+/// Runs `check-config` with `flag` set to `value` as a flag, as a
+/// `PUSHGATE_*` variable and in a TOML file, and asserts each is refused with
+/// a message naming the flag — never a panic (exit 101) nor accepted.
+fn refused_everywhere(flag: &str, value: &str, toml_value: &str, dir: &std::path::Path) {
+    let env = format!("PUSHGATE_{}", flag.to_uppercase().replace('-', "_"));
+    let file = dir.join(format!("{flag}.toml"));
+    std::fs::write(&file, format!("{flag} = {toml_value}\n")).expect("write");
+    let runs = [
+        (
+            "flag",
+            Command::new(env!("CARGO_BIN_EXE_pushgate")).args(["check-config", &format!("--{flag}"), value]).output(),
+        ),
+        ("env", Command::new(env!("CARGO_BIN_EXE_pushgate")).arg("check-config").env(&env, value).output()),
+        (
+            "file",
+            Command::new(env!("CARGO_BIN_EXE_pushgate"))
+                .args(["check-config", "--config", file.to_str().expect("utf-8")])
+                .output(),
+        ),
+    ];
+    for (how, output) in runs {
+        let output = output.expect("run pushgate");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag}={value} by {how} was accepted");
+        assert_ne!(output.status.code(), Some(101), "{flag}={value} by {how} panicked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag}={value} by {how}: {stderr}");
+        assert!(stderr.contains(flag), "{flag}={value} by {how}: the message names the flag: {stderr}");
+    }
+}
+
+#[test]
+fn absurd_durations_and_sizes_are_config_errors_naming_the_flag() {
+    let dir = std::env::temp_dir().join(format!("pushgate-absurd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for flag in DURATION_FLAGS {
+        for value in ["99999999999999999999h", "10000000000000000000s", "99999999999999999999999s"] {
+            refused_everywhere(flag, value, &format!("\"{value}\""), &dir);
+        }
+    }
+    for flag in SIZE_FLAGS {
+        for value in ["18446744073709551615", "99999999999999999999999"] {
+            refused_everywhere(flag, value, value, &dir);
+        }
+    }
+    // Zero where zero would lock everyone out or make no sense.
+    for flag in ["max-connections", "max-connections-per-user", "max-message-bytes", "listen-backlog"] {
+        refused_everywhere(flag, "0", "0", &dir);
+    }
+    for flag in ["register-timeout", "handshake-timeout", "auth-timeout"] {
+        refused_everywhere(flag, "0s", "\"0s\"", &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

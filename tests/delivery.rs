@@ -1,4 +1,4 @@
-//! Delivery guarantees end to end (SPEC §3.3–3.5, §4.3, §5): the send-queue
+//! Delivery guarantees end to end (docs/protocol.md, "Delivery semantics"): the send-queue
 //! cap and the slow-consumer policies, resume with `since`, TTL and
 //! idempotency keys, and what `/metrics` tells a scraper — against the real
 //! server on 127.0.0.1:0, with real WebSocket clients and every push sent by

@@ -1,4 +1,4 @@
-//! Admission limits of SPEC §7 against the real server: per-IP connection
+//! Admission limits (docs/protocol.md, "Limits") against the real server: per-IP connection
 //! limit (4003, others unharmed), memory shedding (503 + Retry-After before
 //! the upgrade), and the handshake timeout for a client that sends nothing.
 

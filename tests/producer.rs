@@ -281,9 +281,10 @@ async fn broadcast_reaches_every_tab_on_the_event_or_only_listed_users() {
     let listed = BroadcastRequest {
         event: "e".into(),
         payload: Some(broadcast_request::Payload::Message("listed".into())),
-        user_ids: vec!["u1".into(), "absent".into()],
+        user_ids: vec!["u1".into(), "absent".into(), "u1".into(), "u1".into()],
         ..Default::default()
     };
+    // u1 is listed three times and still gets one copy on each of its tabs.
     assert_eq!(client.broadcast(listed).await.expect("broadcast").into_inner().delivered, 2);
     tabs.check(&gw, "listed", U1_E).await;
 
@@ -319,6 +320,10 @@ async fn http_push_and_v1_push_reach_the_right_tabs() {
     let reply = http(&gw, "POST", "/v1/broadcast", None, r#"{"event":"e","message":"v1 all"}"#).await;
     assert_eq!((reply.status, reply.json()["delivered"].as_u64()), (200, Some(3)));
     tabs.check(&gw, "v1 all", &["a", "b", "other_user"]).await;
+    let twice = r#"{"event":"e","message":"v1 listed","user_ids":["u1","u1"]}"#;
+    let reply = http(&gw, "POST", "/v1/broadcast", None, twice).await;
+    assert_eq!((reply.status, reply.json()["delivered"].as_u64()), (200, Some(2)), "u1 once");
+    tabs.check(&gw, "v1 listed", U1_E).await;
 
     let batch = r#"{"pushes":[{"userId":"u1","event":"e","message":"v1 b0"},{"userId":"u1","event":"e"}]}"#;
     let reply = http(&gw, "POST", "/v1/push_batch", None, batch).await;
@@ -480,11 +485,26 @@ async fn bad_input_is_refused_and_harms_no_one() {
     let status = client.disconnect(with_key(DisconnectRequest::default(), "k1")).await.expect_err("no user");
     assert_eq!(status.code(), Code::InvalidArgument);
 
-    // Decode limits: a single push far over --max-message-bytes is refused by
-    // the decoder; a batch may be much larger than one push.
+    // Decode limits: a request far over --max-message-bytes is refused by the
+    // decoder with RESOURCE_EXHAUSTED naming the flag — unary, batch, and a
+    // request of a stream alike; a batch may be much larger than one push.
+    let over_limit = |status: tonic::Status, call: &str| {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{call}: {}", status.message());
+        assert!(status.message().contains("--max-message-bytes"), "{call}: {}", status.message());
+    };
     let huge = text_push("ok", "e", &"x".repeat(64 * 1024));
-    let status = client.push(with_key(huge, "k1")).await.expect_err("over the decode limit");
-    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    over_limit(client.push(with_key(huge.clone(), "k1")).await.expect_err("over the decode limit"), "push");
+    still_healthy(&mut client, &mut tab, &mut round).await;
+    let pushes = (0..5).map(|_| text_push("nobody", "e", &"x".repeat(1 << 20))).collect();
+    let status = client.push_batch(with_key(PushBatchRequest { pushes }, "k1")).await.expect_err("5 MiB batch");
+    over_limit(status, "push_batch");
+    still_healthy(&mut client, &mut tab, &mut round).await;
+    let requests = futures_util::stream::iter([text_push("nobody", "e", "fits"), huge]);
+    let mut replies = client.push_stream(with_key(requests, "k1")).await.expect("stream opens").into_inner();
+    let first = timeout(WAIT, replies.message()).await.expect("in time").expect("first reply").expect("one");
+    assert!(first.error.is_none(), "the request that fits is pushed: {first:?}");
+    let status = timeout(WAIT, replies.message()).await.expect("in time").expect_err("oversized request");
+    over_limit(status, "push_stream");
     still_healthy(&mut client, &mut tab, &mut round).await;
     let pushes = (0..40).map(|_| text_push("nobody", "e", &"x".repeat(1000))).collect();
     let batch = client.push_batch(with_key(PushBatchRequest { pushes }, "k1")).await.expect("40 KB batch");
@@ -517,6 +537,13 @@ async fn bad_input_is_refused_and_harms_no_one() {
         assert_eq!((reply.status, json["code"].as_str()), (400, Some("INVALID_ARGUMENT")), "{body}");
         assert!(json["message"].as_str().is_some_and(|m| m.contains(field)), "{body}: {json}");
     }
+    still_healthy(&mut client, &mut tab, &mut round).await;
+
+    // A body over the HTTP size limit: 413, on both families.
+    let huge = serde_json::json!({"userId": "ok", "event": "e", "message": "x".repeat(200 * 1024)}).to_string();
+    let reply = http(&gw, "POST", "/v1/push", Some("k1"), &huge).await;
+    assert_eq!((reply.status, reply.json()["code"].as_str()), (413, Some("RESOURCE_EXHAUSTED")), "{}", reply.body);
+    assert_eq!(http(&gw, "POST", "/push", Some("k1"), &huge).await.status, 413);
     still_healthy(&mut client, &mut tab, &mut round).await;
 
     // Wrong methods, before any key check.
@@ -582,10 +609,6 @@ async fn shutdown_lets_an_open_push_stream_finish() {
 async fn health_and_reflection_answer_without_a_key() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let gw = common::start(Settings { api_keys: Some(vec!["k1".into()]), ..common::settings() }).await;
     let channel =
@@ -597,23 +620,46 @@ async fn health_and_reflection_answer_without_a_key() {
         assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
     }
 
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = reflection
-        .server_reflection_info(futures_util::stream::iter([request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let reply = timeout(WAIT, replies.message()).await.expect("in time").expect("reply").expect("one reply");
-    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-        panic!("unexpected reflection reply {:?}", reply.message_response);
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.iter().any(|n| n == "pushgate.v1.PushService"), "{names:?}");
+    // Both reflection versions list every service served here, so
+    // `grpcurl list` shows health too.
+    let served = ["pushgate.v1.PushService", "grpc.health.v1.Health"];
+    let names = list_services_v1(channel.clone()).await;
+    for service in served {
+        assert!(names.iter().any(|n| n == service), "v1 lists {service}: {names:?}");
+    }
+    let names = list_services_v1alpha(channel).await;
+    for service in served {
+        assert!(names.iter().any(|n| n == service), "v1alpha lists {service}: {names:?}");
+    }
 }
+
+/// Generates a `ListServices` call for one version of the reflection API.
+macro_rules! list_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(channel: tonic::transport::Channel) -> Vec<String> {
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut replies = ServerReflectionClient::new(channel)
+                .server_reflection_info(futures_util::stream::iter([request]))
+                .await
+                .expect("reflection")
+                .into_inner();
+            let reply = timeout(WAIT, replies.message()).await.expect("in time").expect("reply").expect("one reply");
+            let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+                panic!("unexpected reflection reply {:?}", reply.message_response);
+            };
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+    };
+}
+list_services!(list_services_v1, v1);
+list_services!(list_services_v1alpha, v1alpha);
 
 // ------------------------------------------------------------ online, stats
 

@@ -1,4 +1,4 @@
-//! Graceful shutdown of the real binary on a real SIGTERM (SPEC §2): not-ready,
+//! Graceful shutdown of the real binary on a real SIGTERM (docs/api.md, "Shutdown"): not-ready,
 //! browsers closed with 1001, a push accepted before the signal delivered, exit
 //! 0 within the drain timeout.
 

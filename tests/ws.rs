@@ -1,4 +1,4 @@
-//! The browser side end to end (SPEC §3): the real gateway on 127.0.0.1:0,
+//! The browser side end to end (docs/protocol.md): the real gateway on 127.0.0.1:0,
 //! real tokio-tungstenite clients (and a raw TCP one where a client must
 //! misbehave). Pushes go straight to the hub, so these tests need no producer
 //! adapter.
@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use pushgate::authenticators::TokenTable;
 use pushgate::config::Settings;
-use pushgate::core::{AuthError, AuthFuture, Authenticator, Identity, Payload, Published, Push, TokenTable};
+use pushgate::core::{AuthError, AuthFuture, Authenticator, Identity, Payload, Published, Push};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -447,6 +448,18 @@ async fn binary_frames_close_1003() {
 }
 
 #[tokio::test]
+async fn text_that_is_not_utf8_closes_1007() {
+    let gw = common::start(settings()).await;
+    let mut tcp = raw_upgrade(&gw).await;
+    // A masked text frame (mask 0) whose payload is not UTF-8.
+    tcp.write_all(&[0x81, 0x80 | 2, 0, 0, 0, 0, 0xff, 0xfe]).await.expect("write");
+    let seen = read_to_end(&mut tcp).await;
+    let close = [0x88u8, 2 + "text frame is not UTF-8".len() as u8, 0x03, 0xEF];
+    assert!(seen.windows(4).any(|w| w == close), "no 1007 close frame in {seen:?}");
+    still_healthy(&gw).await;
+}
+
+#[tokio::test]
 async fn oversize_frames_close_1009() {
     let gw = common::start(settings()).await;
     let mut client = compat(&gw).await;
@@ -562,6 +575,81 @@ async fn shutdown_closes_sessions_with_1001() {
 }
 
 // ---------------------------------------------------------------- plain HTTP
+
+/// RFC 6455's example key, valid for any upgrade.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A raw TCP connection that has completed an upgrade (its 101 read).
+async fn raw_upgrade(gw: &Gateway) -> TcpStream {
+    let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        timeout(WAIT, tcp.read_exact(&mut byte)).await.expect("101 in time").expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// Reads until the server closes.
+async fn read_to_end(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    timeout(WAIT, read_all).await.expect("server closed the connection");
+    seen
+}
+
+/// Sends `request` as it is and returns the status line of the answer.
+async fn status_line(gw: &Gateway, request: &str) -> String {
+    let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let answer = read_to_end(&mut tcp).await;
+    String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn malformed_upgrades_are_answered_by_the_standards() {
+    let gw = common::start_with(settings(), token_table()).await;
+    let upgrade = |method: &str, version: &str, key: &str, extra: &str| {
+        format!(
+            "{method} /ws {version}\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    };
+    let head = status_line(&gw, &upgrade("HEAD", "HTTP/1.1", KEY, "")).await;
+    assert!(head.starts_with("HTTP/1.1 405"), "HEAD: {head}");
+    let head = status_line(&gw, &upgrade("GET", "HTTP/1.0", KEY, "")).await;
+    assert!(head.starts_with("HTTP/1.0 400") || head.starts_with("HTTP/1.1 400"), "HTTP/1.0: {head}");
+    let head = status_line(&gw, &upgrade("GET", "HTTP/1.1", &"*".repeat(2000), "")).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "a key that is not base64: {head}");
+    let head = status_line(&gw, &upgrade("GET", "HTTP/1.1", "dGhlIHNhbXBsZSBub25jZR==", "")).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "a key that is not 16 bytes: {head}");
+    // A header block over 8 KiB is refused before it is buffered any further.
+    let bulky = format!("X-Filler: {}\r\n", "f".repeat(9 * 1024));
+    let head = status_line(&gw, &upgrade("GET", "HTTP/1.1", KEY, &bulky)).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "oversized headers: {head}");
+
+    // The Bearer scheme is case-insensitive (and the gateway still serves).
+    for scheme in ["BEARER", "bearer", "Bearer"] {
+        let value = format!("{scheme} t2");
+        let mut client = try_connect(&gw.ws_url(), &[("authorization", &value)]).await.expect("accepted");
+        send(&mut client, r#"{"event":"e"}"#).await;
+        gw.wait_online("bob", 1).await;
+        client.close(None).await.expect("close");
+        gw.wait_online("bob", 0).await;
+    }
+}
 
 async fn http_get(gw: &Gateway, path: &str) -> String {
     let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");

@@ -8,6 +8,8 @@ use crate::core::PushError;
 pub enum Code {
     /// 3: a field is missing, malformed or too large.
     InvalidArgument,
+    /// 8: the request is larger than the gateway reads.
+    ResourceExhausted,
     /// 16: missing or wrong producer key.
     Unauthenticated,
     /// 14: the gateway is shutting down.
@@ -19,6 +21,7 @@ impl Code {
     pub const fn number(self) -> i32 {
         match self {
             Code::InvalidArgument => 3,
+            Code::ResourceExhausted => 8,
             Code::Unauthenticated => 16,
             Code::Unavailable => 14,
         }
@@ -29,6 +32,7 @@ impl Code {
     pub const fn name(self) -> &'static str {
         match self {
             Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Code::Unauthenticated => "UNAUTHENTICATED",
             Code::Unavailable => "UNAVAILABLE",
         }

@@ -40,14 +40,18 @@ pub fn max_batch_bytes(hub: &Hub) -> usize {
     max_push_bytes(hub).saturating_mul(BATCH_PUSHES_AT_MAX_SIZE).max(4 << 20)
 }
 
+/// Publishes one core push: the one place every producer path (gRPC, the
+/// `/v1` mirror, wserver's `/push`) validates and publishes. Costs one hub
+/// publish; never waits on a connection.
+pub fn publish(hub: &Hub, push: Push) -> Result<Published, ApiError> {
+    hub.publish(push).map_err(|e| refused("push", e))
+}
+
 /// `Push`: queues one message to the user's connections subscribed to its
-/// event. Costs one hub publish; never waits on a connection.
+/// event.
 pub fn push(hub: &Hub, mut request: PushRequest) -> Result<PushReply, ApiError> {
     let request_id = std::mem::take(&mut request.request_id);
-    match hub.publish(to_push(request)) {
-        Ok(published) => Ok(reply(published, request_id)),
-        Err(e) => Err(refused("push", e)),
-    }
+    publish(hub, to_push(request)).map(|published| reply(published, request_id))
 }
 
 /// One push of a `PushStream` or `PushBatch`: like [`push`], but a failure
@@ -55,9 +59,9 @@ pub fn push(hub: &Hub, mut request: PushRequest) -> Result<PushReply, ApiError> 
 /// the call.
 pub fn push_reply(hub: &Hub, mut request: PushRequest) -> PushReply {
     let request_id = std::mem::take(&mut request.request_id);
-    match hub.publish(to_push(request)) {
+    match publish(hub, to_push(request)) {
         Ok(published) => reply(published, request_id),
-        Err(e) => PushReply { request_id, error: Some(refused("push", e).to_proto()), ..Default::default() },
+        Err(e) => PushReply { request_id, error: Some(e.to_proto()), ..Default::default() },
     }
 }
 

@@ -5,6 +5,7 @@
 //! names as flags in kebab-case in the file); [`Config`] is the resolved,
 //! validated result with one sub-struct per part of the gateway.
 
+mod bounds;
 mod settings;
 mod values;
 
@@ -16,32 +17,55 @@ pub use settings::{AuthMode, LogFormat, Settings, parse_auth_mode};
 pub use values::{parse_duration, parse_size};
 
 use crate::core::HubConfig;
-use crate::tls::TlsFiles;
 
 /// Why the configuration was refused. Each message names the key and, for
 /// file errors, the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `--config` file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML, has an unknown key or a bad value.
     #[error("config file {path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A setting's value is refused.
     #[error("{key}: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        /// The flag's name, as in the file.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
 }
 
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The browser listener.
     pub public: PublicConfig,
+    /// The producer listener.
     pub internal: InternalConfig,
+    /// The hub's limits, queues and history.
     pub hub: HubConfig,
+    /// Browser authentication.
     pub auth: AuthConfig,
+    /// Ping and pong timing.
     pub heartbeat: HeartbeatConfig,
     /// Longest shutdown (default 10 s).
     pub drain_timeout: Duration,
     /// Kernel accept queue (default 1024).
     pub listen_backlog: u32,
+    /// Log line format (default text).
     pub log_format: LogFormat,
     /// Log filter (default `info`).
     pub log: String,
@@ -88,11 +112,19 @@ pub struct InternalConfig {
 /// Browser authentication.
 #[derive(Clone)]
 pub struct AuthConfig {
+    /// How tokens become users (default `none`).
     pub mode: AuthMode,
+    /// The table of `--auth tokens`.
     pub tokens_file: Option<PathBuf>,
+    /// The HS256/384/512 secret of `--auth jwt`.
     pub jwt_secret: Option<String>,
+    /// The PEM public key of `--auth jwt`.
     pub jwt_public_key: Option<PathBuf>,
+    /// The JWKS file of `--auth jwt`.
     pub jwks: Option<PathBuf>,
+    /// CA certificates an `https://` auth webhook must chain to; default:
+    /// the system's roots.
+    pub webhook_ca: Option<PathBuf>,
     /// Default 2 s.
     pub timeout: Duration,
     /// Default 30 s.
@@ -107,6 +139,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
             .field("jwt_public_key", &self.jwt_public_key)
             .field("jwks", &self.jwks)
+            .field("webhook_ca", &self.webhook_ca)
             .field("timeout", &self.timeout)
             .field("cache_ttl", &self.cache_ttl)
             .finish()
@@ -120,6 +153,18 @@ pub struct HeartbeatConfig {
     pub ping_interval: Duration,
     /// Default 10 s.
     pub pong_timeout: Duration,
+}
+
+/// Where a listener's certificate, key and (optional) client CA are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// signed by one of them.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Settings {
@@ -149,6 +194,7 @@ impl Settings {
             jwt_secret,
             jwt_public_key,
             jwks,
+            auth_webhook_ca,
             auth_timeout,
             auth_cache_ttl,
             api_keys,
@@ -183,7 +229,7 @@ impl Settings {
     }
 
     /// Applies defaults and checks the result, including the secure-bind rule
-    /// of SPEC §1.
+    /// (docs/api.md, "Listeners").
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let s = self.with_file()?;
         let hub = resolve_hub(&s);
@@ -218,6 +264,7 @@ impl Settings {
                 jwt_secret: s.jwt_secret,
                 jwt_public_key: s.jwt_public_key,
                 jwks: s.jwks,
+                webhook_ca: s.auth_webhook_ca,
                 timeout: s.auth_timeout.unwrap_or(Duration::from_secs(2)),
                 cache_ttl: s.auth_cache_ttl.unwrap_or(Duration::from_secs(30)),
             },
@@ -250,6 +297,7 @@ fn resolve_hub(s: &Settings) -> HubConfig {
 
 impl Config {
     fn check(&self, insecure: bool) -> Result<(), ConfigError> {
+        self.check_bounds()?;
         let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
         if self.auth.mode == AuthMode::Tokens && self.auth.tokens_file.is_none() {
             return invalid("auth-tokens", "--auth tokens needs --auth-tokens FILE");

@@ -8,10 +8,10 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use super::values::{de_duration, de_size, parse_duration, parse_size};
+use super::values::{de_duration, de_size, de_slow_policy, parse_duration, parse_size, parse_slow_policy};
 use crate::core::SlowPolicy;
 
-/// How browser tokens become users (SPEC §6).
+/// How browser tokens become users (docs/protocol.md, "Authentication").
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(try_from = "String")]
 pub enum AuthMode {
@@ -50,8 +50,10 @@ pub fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
+    /// Human-readable lines.
     #[default]
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -92,6 +94,9 @@ pub struct Settings {
     /// JWKS file for `--auth jwt`.
     #[arg(long, env = "PUSHGATE_JWKS")]
     pub jwks: Option<PathBuf>,
+    /// PEM CA certificates an https:// auth webhook must chain to. [default: the system's roots]
+    #[arg(long, env = "PUSHGATE_AUTH_WEBHOOK_CA")]
+    pub auth_webhook_ca: Option<PathBuf>,
     /// How long the auth webhook may take before the connection is refused (1011). [default: 2s]
     #[arg(long, env = "PUSHGATE_AUTH_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
@@ -175,7 +180,8 @@ pub struct Settings {
     #[arg(long, env = "PUSHGATE_CONN_QUEUE_BYTES")]
     pub conn_queue_bytes: Option<usize>,
     /// What a full send queue does: close (4000) or drop-oldest. [default: close]
-    #[arg(long, env = "PUSHGATE_SLOW_POLICY", value_enum)]
+    #[arg(long, env = "PUSHGATE_SLOW_POLICY", value_parser = parse_slow_policy)]
+    #[serde(default, deserialize_with = "de_slow_policy")]
     pub slow_policy: Option<SlowPolicy>,
     /// Messages kept per user for resume; 0 disables history. [default: 64]
     #[arg(long, env = "PUSHGATE_HISTORY_SIZE")]

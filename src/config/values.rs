@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::SlowPolicy;
+
 /// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -17,7 +19,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
 }
 
 /// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `2GiB` (also KB/MB/GB
@@ -38,6 +40,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         other => return Err(format!("`{s}`: unknown unit `{other}` (KiB, MiB, GiB)")),
     };
     n.checked_mul(factor).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// Parses `close` or `drop-oldest`.
+pub fn parse_slow_policy(s: &str) -> Result<SlowPolicy, String> {
+    match s {
+        "close" => Ok(SlowPolicy::Close),
+        "drop-oldest" => Ok(SlowPolicy::DropOldest),
+        _ => Err(format!("`{s}`: expected close or drop-oldest")),
+    }
+}
+
+pub(super) fn de_slow_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SlowPolicy>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_slow_policy(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
 pub(super) fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -68,6 +84,9 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("5x").is_err());
+        for absurd in ["99999999999999999999h", "99999999999999999999999s", "1e400", "1".repeat(400).as_str()] {
+            assert!(parse_duration(absurd).is_err(), "{absurd}");
+        }
     }
 
     #[test]
@@ -76,5 +95,7 @@ mod tests {
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("1XB").is_err());
+        assert!(parse_size("18446744073709551615GiB").is_err());
+        assert!(parse_size("99999999999999999999999").is_err());
     }
 }

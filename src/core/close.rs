@@ -1,4 +1,5 @@
-//! The close-code table of SPEC §3.5: one enum, one exhaustive mapping.
+//! The close-code table (docs/protocol.md, "Close codes"): one enum, one
+//! exhaustive mapping.
 
 use std::borrow::Cow;
 
@@ -11,6 +12,8 @@ pub enum CloseCode {
     GoingAway,
     /// 1003: the client sent a binary frame.
     Unsupported,
+    /// 1007: a text frame that is not UTF-8 (RFC 6455 §7.4.1).
+    InvalidPayload,
     /// 1008: policy (origin).
     Policy,
     /// 1009: a client frame was too large.
@@ -42,6 +45,7 @@ impl CloseCode {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
             CloseCode::Unsupported => 1003,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::Policy => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
@@ -62,6 +66,7 @@ impl CloseCode {
             CloseCode::Normal => "normal",
             CloseCode::GoingAway => "going away",
             CloseCode::Unsupported => "binary frames are not accepted",
+            CloseCode::InvalidPayload => "text frame is not UTF-8",
             CloseCode::Policy => "policy violation",
             CloseCode::TooBig => "frame too large",
             CloseCode::Internal => "internal error",
@@ -80,7 +85,9 @@ impl CloseCode {
 /// A close code with the reason string sent in the close frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReason {
+    /// The code.
     pub code: CloseCode,
+    /// The reason text (at most 123 bytes reach the client).
     pub reason: Cow<'static, str>,
 }
 
@@ -91,7 +98,7 @@ impl CloseReason {
     }
 
     /// The code with a reason that advises the client when to reconnect
-    /// (`reconnect_after_ms=N`, SPEC §3.5).
+    /// (`reconnect_after_ms=N`; docs/protocol.md, "Close codes").
     pub fn with_reconnect_after(code: CloseCode, ms: u64) -> Self {
         Self { code, reason: Cow::Owned(format!("{}; reconnect_after_ms={ms}", code.label())) }
     }

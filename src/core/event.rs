@@ -1,4 +1,5 @@
-//! Event names: 1–128 bytes of `[A-Za-z0-9_.:-]` (SPEC §3.2).
+//! Event names: 1–128 bytes of `[A-Za-z0-9_.:-]` (docs/protocol.md,
+//! "Client messages").
 
 use std::sync::Arc;
 
@@ -12,10 +13,13 @@ pub type EventName = Arc<str>;
 /// Why a string is not an event name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
+    /// Empty.
     #[error("event name is empty")]
     Empty,
+    /// Over 128 bytes.
     #[error("event name is longer than {MAX_EVENT_LEN} bytes")]
     TooLong,
+    /// A byte outside `[A-Za-z0-9_.:-]`.
     #[error("event name may only contain A-Z a-z 0-9 _ . : -")]
     BadChar,
 }

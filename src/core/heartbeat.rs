@@ -5,15 +5,17 @@
 //! since (any frame from the client counts). The same task expires history.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::hub::Hub;
-use crate::config::HeartbeatConfig;
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(hub: Arc<Hub>, config: HeartbeatConfig, shutdown: CancellationToken) {
-    let pause = config.ping_interval.saturating_sub(config.pong_timeout);
+/// Runs until `shutdown` is cancelled. `pong_timeout` is expected to be
+/// shorter than `ping_interval` (the configuration checks it); if it is not,
+/// pings simply follow each other with no pause.
+pub async fn run(hub: Arc<Hub>, ping_interval: Duration, pong_timeout: Duration, shutdown: CancellationToken) {
+    let pause = ping_interval.saturating_sub(pong_timeout);
     loop {
         if shutdown.run_until_cancelled(tokio::time::sleep(pause)).await.is_none() {
             return;
@@ -22,7 +24,7 @@ pub async fn run(hub: Arc<Hub>, config: HeartbeatConfig, shutdown: CancellationT
         for outbox in &outboxes {
             outbox.request_ping();
         }
-        if shutdown.run_until_cancelled(tokio::time::sleep(config.pong_timeout)).await.is_none() {
+        if shutdown.run_until_cancelled(tokio::time::sleep(pong_timeout)).await.is_none() {
             return;
         }
         let dead = outboxes.iter().filter(|o| !o.check_pong()).count();

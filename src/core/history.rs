@@ -1,4 +1,5 @@
-//! A user's recent deliveries, for resume with `since` (SPEC §5).
+//! A user's recent deliveries, for resume with `since` (docs/protocol.md,
+//! "Delivery semantics").
 
 use std::collections::VecDeque;
 use std::sync::Arc;

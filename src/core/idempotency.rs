@@ -1,5 +1,5 @@
 //! Idempotency keys: a push whose key a user already saw within the window is
-//! acknowledged with the first push's seq and not delivered again (SPEC §4.1).
+//! acknowledged with the first push's seq and not delivered again (docs/api.md, "PushService").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! The transport-free core: the hub (users → connections → events), per-user
-//! sequence numbers and history, connection send queues, authentication and
-//! the close-code table. Nothing here knows tonic, prost, tungstenite or hyper.
+//! sequence numbers and history, connection send queues, the authentication
+//! seam, producer keys, metrics and the close-code table. Nothing here knows
+//! tonic, prost, tungstenite or hyper, nor how the gateway is configured or
+//! wired: adapters and `server` pass plain values in.
 
-pub mod auth;
 pub mod close;
 pub mod delivery;
 pub mod event;
@@ -10,17 +11,20 @@ pub mod heartbeat;
 mod history;
 pub mod hub;
 mod idempotency;
+pub mod identity;
+mod metrics;
 pub mod outbox;
-mod stats;
+mod producer_keys;
 
-pub use auth::{ApiKeys, AuthError, AuthFuture, Authenticator, Identity, TokenIsUser, TokenTable};
 pub use close::{CloseCode, CloseReason};
 pub use delivery::{Delivery, Payload, Text};
 pub use event::{EventName, event_name, event_names, validate_event};
 pub use history::Replay;
 pub use hub::{ConnId, Hub, HubConfig, JoinError, Joined, Published, Push, PushError, UserId};
+pub use identity::{AuthError, AuthFuture, Authenticator, Identity};
+pub use metrics::{DropReason, Metrics, PushResult, StatsSnapshot};
 pub use outbox::{Drained, Offer, Outbox, SlowPolicy};
-pub use stats::{DropReason, Metrics, PushResult, StatsSnapshot};
+pub use producer_keys::ProducerKeys;
 
 #[cfg(test)]
 mod tests;

@@ -12,9 +12,9 @@ use futures_util::task::AtomicWaker;
 use super::close::{CloseCode, CloseReason};
 use super::delivery::Delivery;
 
-/// What a connection does when its queue would pass its byte cap (SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
+/// What a connection does when its queue would pass its byte cap
+/// (`--slow-policy`; see docs/protocol.md, "Slow consumers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowPolicy {
     /// Close the connection with 4000 (the default).
     #[default]
@@ -27,10 +27,16 @@ pub enum SlowPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
     /// Queued; `dropped` older deliveries were discarded to make room.
-    Queued { dropped: u32 },
+    Queued {
+        /// Older deliveries discarded (drop-oldest policy).
+        dropped: u32,
+    },
     /// Not queued: the queue overflowed and the connection is now closing with
     /// 4000; `dropped` counts this delivery and everything it had queued.
-    Overflowed { dropped: u32 },
+    Overflowed {
+        /// This delivery and everything that was queued.
+        dropped: u32,
+    },
     /// Not queued: the connection is already closing.
     Closed,
 }

@@ -2,8 +2,8 @@
 //! reflection (v1 and v1alpha). Handlers convert → call the hub → convert;
 //! the logic of each call lives once, in [`crate::api`].
 
-mod auth;
-mod limits;
+mod decode_limits;
+mod producer_key;
 mod service;
 
 use std::sync::Arc;
@@ -11,14 +11,14 @@ use std::sync::Arc;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::core::{ApiKeys, Hub};
+use crate::core::{Hub, ProducerKeys};
 use crate::proto::push_service_server::SERVICE_NAME;
 
-use auth::ProducerAuth;
+use producer_key::ProducerKeyCheck;
 
 /// The gRPC services as routes to merge into the internal listener, and the
 /// health reporter that shutdown flips to NOT_SERVING.
-pub struct GrpcServices {
+pub(crate) struct GrpcServices {
     /// PushService, health and reflection, routed by service name; its
     /// fallback answers gRPC UNIMPLEMENTED to gRPC requests and 404 to others.
     pub routes: axum::Router,
@@ -29,11 +29,11 @@ pub struct GrpcServices {
 /// Builds the services over `hub`; PushService requires `keys` when any is set
 /// (health and reflection never do). Health starts SERVING for `""` and
 /// `pushgate.v1.PushService`.
-pub async fn services(hub: Arc<Hub>, keys: ApiKeys) -> GrpcServices {
+pub(crate) async fn services(hub: Arc<Hub>, keys: ProducerKeys) -> GrpcServices {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
-    let push = limits::ByMethod::new(hub, ProducerAuth::new(keys));
+    let push = decode_limits::SizedByMethod::new(hub, ProducerKeyCheck::new(keys));
     let mut routes = Routes::new(push).add_service(health_service);
     routes = add_reflection(routes);
     GrpcServices { routes: routes.into_axum_router().fallback(unknown_path), health }
@@ -55,13 +55,15 @@ async fn unknown_path(request: axum::extract::Request) -> axum::response::Respon
     }
 }
 
-/// Adds reflection v1 and v1alpha over the embedded descriptor set. The set
-/// is compiled in, so building can only fail on a build defect; it is then
+/// Adds reflection v1 and v1alpha, listing every service this port serves:
+/// PushService, health and reflection itself. The descriptor sets are
+/// compiled in, so building can only fail on a build defect; it is then
 /// logged and reflection left out rather than failing the gateway.
 fn add_reflection(mut routes: Routes) -> Routes {
     let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     match builder().build_v1() {
         Ok(v1) => routes = routes.add_service(v1),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::decode_limits::over_limit;
 use crate::api::{self, ApiError, Code};
 use crate::core::Hub;
 use crate::proto::push_service_server::PushService;
@@ -17,21 +18,22 @@ use crate::proto::{
 
 /// The `PushService` implementation: a handle on the hub.
 #[derive(Debug, Clone)]
-pub struct Producer {
+pub(super) struct HubPushService {
     hub: Arc<Hub>,
 }
 
-impl Producer {
+impl HubPushService {
     /// A service pushing through `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
+    pub(super) fn new(hub: Arc<Hub>) -> Self {
         Self { hub }
     }
 }
 
 /// The tonic status for an API error, by exhaustive match on its code.
-pub fn status(error: &ApiError) -> Status {
+pub(super) fn status(error: &ApiError) -> Status {
     let code = match error.code() {
         Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
         Code::Unauthenticated => tonic::Code::Unauthenticated,
         Code::Unavailable => tonic::Code::Unavailable,
     };
@@ -42,7 +44,7 @@ pub fn status(error: &ApiError) -> Status {
 type Replies = Pin<Box<dyn Stream<Item = Result<PushReply, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl PushService for Producer {
+impl PushService for HubPushService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
         api::push(&self.hub, request.into_inner()).map(Response::new).map_err(|e| status(&e))
     }
@@ -52,10 +54,14 @@ impl PushService for Producer {
     /// Maps the request stream lazily: a request is read (and pushed) only
     /// when the transport asks for the next reply, so a producer that stops
     /// reading replies is held back by HTTP/2 flow control. A transport or
-    /// decode error on the request stream ends the reply stream with it.
+    /// decode error on the request stream ends the reply stream with it (an
+    /// oversized request as RESOURCE_EXHAUSTED).
     async fn push_stream(&self, request: Request<Streaming<PushRequest>>) -> Result<Response<Replies>, Status> {
         let hub = Arc::clone(&self.hub);
-        let replies = request.into_inner().map(move |next| next.map(|r| api::push_reply(&hub, r)));
+        let replies = request.into_inner().map(move |next| match next {
+            Ok(request) => Ok(api::push_reply(&hub, request)),
+            Err(status) => Err(over_limit(status)),
+        });
         Ok(Response::new(Box::pin(replies)))
     }
 

@@ -16,60 +16,36 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::net::{accept_loop, tls};
+
 /// HTTP/2 receive window per stream: large enough that one `PushStream`
 /// keeps a producer busy across a loopback or LAN round trip.
 const STREAM_WINDOW: u32 = 1 << 20;
 /// HTTP/2 receive window per connection, shared by its streams.
 const CONNECTION_WINDOW: u32 = 2 << 20;
-/// First pause after a failed accept (EMFILE, ENFILE, ENOBUFS...), doubled
-/// per further failure up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest a producer may take over the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share the
 /// port) until `shutdown`; in-flight requests finish, each connection task is
-/// on `tracker`. An accept error never ends the loop: it is logged and the
-/// loop pauses briefly, so a full file table does not spin the CPU.
-pub async fn serve(
+/// on `tracker`. A producer has `handshake_timeout` for its TLS handshake.
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let builder = connection_builder();
     let graceful = GracefulShutdown::new();
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = MIN_BACKOFF;
-                let conn = Conn {
-                    builder: &builder,
-                    graceful: &graceful,
-                    tracker: &tracker,
-                    router: &router,
-                    tls: tls.as_ref(),
-                };
-                conn.spawn(stream, peer);
-            }
-            Err(error) => {
-                tracing::warn!(%error, pause = ?backoff, "internal listener: accept failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+    let setup = ConnSetup {
+        builder: &builder,
+        graceful: &graceful,
+        tracker: &tracker,
+        router: &router,
+        tls: tls.as_ref(),
+        handshake_timeout,
+    };
+    accept_loop(&listener, "internal", &shutdown, |stream, peer| setup.spawn(stream, peer)).await;
     drop(listener);
     tracing::debug!(open = graceful.count(), "internal listener closed; finishing in-flight requests");
     graceful.shutdown().await;
@@ -89,30 +65,29 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// What a new connection is served with.
-struct Conn<'a> {
+/// What a new producer connection is served with.
+struct ConnSetup<'a> {
     builder: &'a auto::Builder<TokioExecutor>,
     graceful: &'a GracefulShutdown,
     tracker: &'a TaskTracker,
     router: &'a Router,
     tls: Option<&'a TlsAcceptor>,
+    handshake_timeout: Duration,
 }
 
-impl Conn<'_> {
+impl ConnSetup<'_> {
     /// Serves `stream` on its own task, watched by the graceful shutdown.
-    fn spawn(self, stream: TcpStream, peer: std::net::SocketAddr) {
+    fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr) {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let span = tracing::debug_span!("producer_conn", id = NEXT_ID.fetch_add(1, Ordering::Relaxed), %peer);
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(parent: &span, %error, "TCP_NODELAY not set");
-        }
         let service = TowerToHyperService::new(self.router.clone());
         let builder = self.builder.clone();
         let tls = self.tls.cloned();
+        let timeout = self.handshake_timeout;
         let watcher = self.graceful.watcher();
         self.tracker.spawn(
             async move {
-                let socket = match crate::tls::accept(tls.as_ref(), stream, TLS_HANDSHAKE_TIMEOUT).await {
+                let socket = match tls::accept(tls.as_ref(), stream, timeout).await {
                     Ok(socket) => socket,
                     Err(error) => {
                         tracing::info!(%error, "producer TLS handshake failed");

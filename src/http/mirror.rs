@@ -55,6 +55,9 @@ impl MirrorError {
     fn code(&self) -> Code {
         match self {
             MirrorError::Api(e) => e.code(),
+            MirrorError::Read(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Code::ResourceExhausted
+            }
             MirrorError::Read(_) | MirrorError::Json(_) => Code::InvalidArgument,
         }
     }
@@ -71,6 +74,7 @@ struct ErrorBody {
 fn http_status(code: Code) -> StatusCode {
     match code {
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -20,22 +20,24 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
-use crate::core::{ApiKeys, Hub};
+use crate::core::{Hub, ProducerKeys};
+use crate::net::bearer;
 
-pub use listener::serve;
+pub(crate) use listener::serve;
 
 /// What every route handler shares: the hub and the producer keys.
 #[derive(Debug)]
 struct Shared {
     hub: Arc<Hub>,
-    keys: ApiKeys,
+    keys: ProducerKeys,
 }
 
 impl Shared {
     /// True when `headers` carry a valid producer key, or none is required.
-    /// Constant time in the key (see [`ApiKeys::check_header`]).
+    /// Constant time in the key (see [`ProducerKeys::check`]).
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        self.keys.check_header(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+        let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        self.keys.check(value.and_then(bearer))
     }
 }
 
@@ -73,7 +75,7 @@ fn guarded(
 
 /// The HTTP routes of the internal port. It sets no fallback, so it merges
 /// with the gRPC routes (whose fallback answers gRPC UNIMPLEMENTED).
-pub fn router(hub: Arc<Hub>, keys: ApiKeys) -> Router {
+pub(crate) fn router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
     let shared = Arc::new(Shared { hub, keys });
     let health =
         Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics));
@@ -83,7 +85,7 @@ pub fn router(hub: Arc<Hub>, keys: ApiKeys) -> Router {
 /// wserver's `POST /push` alone, for the public listener of a wserver
 /// drop-in (`--push-on-public`); the key check is the same as on the
 /// internal port, and the configuration makes a key mandatory there.
-pub fn public_push_router(hub: Arc<Hub>, keys: ApiKeys) -> Router {
+pub(crate) fn public_push_router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
     wserver::routes(&Arc::new(Shared { hub, keys }))
 }
 

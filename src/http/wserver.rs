@@ -1,8 +1,9 @@
 //! wserver's `POST /push`, byte for byte: request `{"userId","event","message"}`
 //! (keys matched case-insensitively, unknown keys ignored, as Go's
 //! `encoding/json` does), reply `message sent to N clients`; 400
-//! `request data illegal` for any bad body, 401 without a valid key, 405 for
-//! other methods (SPEC §4.3).
+//! `request data illegal` for any bad body, 413 for one over the size limit,
+//! 401 without a valid key, 405 for
+//! other methods (docs/api.md, "wserver's POST /push").
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 
 use super::{Shared, guarded, single_push_limit};
 use crate::api::{self, Code};
-use crate::proto::{PushRequest, push_request};
+use crate::core::{Payload, Push};
 
 /// wserver's answer to any request it cannot use.
 const ILLEGAL: &str = "request data illegal";
@@ -35,15 +36,23 @@ fn unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
 }
 
-/// Converts wserver's body → `api::push` → wserver's reply.
+/// Converts wserver's body → `api::publish` → wserver's reply.
 async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let Some(request) = body.ok().as_deref().and_then(parse) else {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+        }
+        Err(_) => return illegal(),
+    };
+    let Some(push) = parse(&body) else {
         return illegal();
     };
-    match api::push(&shared.hub, request) {
+    match api::publish(&shared.hub, push) {
         Ok(reply) => format!("message sent to {} clients", reply.delivered).into_response(),
         Err(error) => match error.code() {
             Code::InvalidArgument => illegal(),
+            Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
             Code::Unauthenticated => StatusCode::UNAUTHORIZED.into_response(),
             Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
         },
@@ -55,20 +64,17 @@ fn illegal() -> Response {
 }
 
 /// The push a wserver body asks for, or `None` when wserver would answer
-/// 400: not a JSON object, a field of the wrong type, or an empty field.
+/// 400: not a JSON object, a field of the wrong type, or an empty message.
 /// Like Go's decoder it reads the first JSON value and ignores what follows.
-fn parse(body: &[u8]) -> Option<PushRequest> {
+/// An empty `userId` or `event` is refused by the hub's validation, which
+/// every producer path shares, and answered 400 the same way.
+fn parse(body: &[u8]) -> Option<Push> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let fields = (&mut de).deserialize_map(FieldsVisitor).ok()?;
-    if fields.user_id.is_empty() || fields.event.is_empty() || fields.message.is_empty() {
+    if fields.message.is_empty() {
         return None;
     }
-    Some(PushRequest {
-        user_id: fields.user_id,
-        event: fields.event,
-        payload: Some(push_request::Payload::Message(fields.message)),
-        ..Default::default()
-    })
+    Some(Push::new(fields.user_id, fields.event, Payload::text(fields.message)))
 }
 
 /// wserver's `pushMessage`.
@@ -119,7 +125,7 @@ mod tests {
     fn parses_like_go() {
         let r = parse(br#"{"USERID":"u","Event":"e","message":"m","extra":[1,{}]} trailing"#).expect("parses");
         assert_eq!((r.user_id.as_str(), r.event.as_str()), ("u", "e"));
-        assert_eq!(r.payload, Some(push_request::Payload::Message("m".into())));
+        assert_eq!(r.payload, Payload::text("m"));
         assert!(parse(br#"{"userId":"u","event":"e","message":"m","userid":null}"#).is_some());
         assert!(parse(br#"{"userId":"u","event":"e","message":""}"#).is_none());
         assert!(parse(br#"{"userId":"u","event":"e"}"#).is_none());

@@ -9,7 +9,7 @@ use crate::core::{CloseCode, CloseReason};
 /// 125, two of which are the code).
 const MAX_REASON_BYTES: usize = 123;
 
-/// The close frame for `reason`: its code (SPEC §3.5) and its reason string,
+/// The close frame for `reason`: its code (docs/protocol.md, "Close codes") and its reason string,
 /// cut at a character boundary to fit a control frame.
 pub(super) fn frame(reason: &CloseReason) -> CloseFrame {
     let text = truncate(&reason.reason, MAX_REASON_BYTES);
@@ -23,6 +23,7 @@ fn wire_code(code: CloseCode) -> WireCode {
         CloseCode::Normal => WireCode::Normal,
         CloseCode::GoingAway => WireCode::Away,
         CloseCode::Unsupported => WireCode::Unsupported,
+        CloseCode::InvalidPayload => WireCode::Invalid,
         CloseCode::Policy => WireCode::Policy,
         CloseCode::TooBig => WireCode::Size,
         CloseCode::Internal => WireCode::Error,
@@ -60,6 +61,7 @@ mod tests {
             CloseCode::Normal,
             CloseCode::GoingAway,
             CloseCode::Unsupported,
+            CloseCode::InvalidPayload,
             CloseCode::Policy,
             CloseCode::TooBig,
             CloseCode::Internal,

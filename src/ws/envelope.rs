@@ -1,4 +1,4 @@
-//! Server → client frames: the envelope mode's JSON messages (SPEC §3.3) and
+//! Server → client frames: the envelope mode's JSON messages (docs/protocol.md) and
 //! how a delivery becomes a frame in each mode.
 //!
 //! # Binary pushes in envelope mode

@@ -1,5 +1,5 @@
 //! The HTTP side of the public listener: routing, and the WebSocket upgrade
-//! with its checks (SPEC §3.1) — origin (403), token (401, or 503 when the
+//! with its checks (docs/protocol.md, "Handshake") — origin (403), token (401, or 503 when the
 //! authenticator cannot decide), sub-protocol choice. Everything refused here
 //! is refused before the upgrade, with a plain HTTP status.
 
@@ -15,9 +15,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::limits::SessionSlot;
+use super::admission::SessionSlot;
 use super::{Listener, Mode, origin};
 use crate::core::{AuthError, Identity};
+use crate::net::bearer;
 
 /// The sub-protocol that selects the envelope mode.
 pub const ENVELOPE_PROTOCOL: &str = "pushgate.v1";
@@ -29,7 +30,7 @@ pub(super) struct Accepted<'a> {
     /// The identity of a token given at the handshake.
     pub identity: Option<Identity>,
     /// `None` when `--max-connections` was reached: the session closes with
-    /// 4003 right after the upgrade (SPEC §7).
+    /// 4003 right after the upgrade (docs/protocol.md, "Limits").
     pub slot: Option<SessionSlot<'a>>,
 }
 
@@ -83,6 +84,12 @@ async fn upgrade<'a>(
     req: &mut Request<Incoming>,
 ) -> Result<(Accepted<'a>, Reply), Refusal> {
     let ctx = &listener.ctx;
+    if req.method() != Method::GET {
+        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "").with(header::ALLOW, "GET"));
+    }
+    if req.version() != hyper::Version::HTTP_11 {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1"));
+    }
     let headers = req.headers();
     let key = websocket_key(headers)?;
     let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
@@ -153,10 +160,19 @@ fn websocket_key(headers: &HeaderMap) -> Result<String, Refusal> {
         let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version");
         return Err(refusal.with(header::SEC_WEBSOCKET_VERSION, "13"));
     }
-    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) {
-        Some(key) if !key.trim().is_empty() => Ok(key.trim().to_owned()),
-        _ => Err(Refusal::new(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
+    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()).map(str::trim) {
+        Some(key) if is_websocket_key(key) => Ok(key.to_owned()),
+        Some(_) => Err(Refusal::new(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is not 16 bytes in base64")),
+        None => Err(Refusal::new(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
     }
+}
+
+/// True for the base64 form of 16 bytes (RFC 6455 §4.1): 22 characters of
+/// the base64 alphabet, the last of which carries only 2 bits, then `==`.
+fn is_websocket_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    b.len() == 24 && b[..22].iter().all(alphabet) && matches!(b[21], b'A' | b'Q' | b'g' | b'w') && &b[22..] == b"=="
 }
 
 /// True when the client offers the `pushgate.v1` sub-protocol.
@@ -173,12 +189,8 @@ fn offers_envelope(headers: &HeaderMap) -> bool {
 fn token(req: &Request<Incoming>) -> Result<Option<String>, Refusal> {
     let bad = || Refusal::new(StatusCode::UNAUTHORIZED, "malformed token");
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| bad())?.trim();
-        let (scheme, token) = value.split_once(' ').ok_or_else(bad)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(bad());
-        }
-        return Ok(Some(token.trim().to_owned()));
+        let value = value.to_str().map_err(|_| bad())?;
+        return bearer(value).map(|token| Some(token.to_owned())).ok_or_else(bad);
     }
     let query = req.uri().query().unwrap_or("");
     let raw = query.split('&').find_map(|pair| pair.strip_prefix("token="));
@@ -261,6 +273,15 @@ fn plain(status: StatusCode, body: &'static str, headers: &[(header::HeaderName,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_keys_are_16_bytes_of_base64() {
+        assert!(is_websocket_key("dGhlIHNhbXBsZSBub25jZQ=="), "RFC 6455's example");
+        for bad in ["", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZR==", "dGhlIHNhbXBsZSBub25j*Q==", "x==="] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+        }
+        assert!(!is_websocket_key(&"A".repeat(2000)));
+    }
 
     #[test]
     fn percent_decoding() {

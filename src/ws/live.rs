@@ -24,8 +24,8 @@ use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::protocol::{self, BadRequest, ClientMessage, Register};
-use super::register::{Member, Reply, add_events, check_allowed, kind, refused_token};
-use super::session::{Conn, End, Incoming, incoming};
+use super::register::{Membership, Reply, add_events, check_allowed, kind, refused_token};
+use super::session::{End, Incoming, Session, incoming};
 use super::{Mode, envelope};
 use crate::core::{CloseCode, Delivery, Drained};
 
@@ -49,8 +49,8 @@ enum Step {
 }
 
 struct Live<'c, 'a> {
-    conn: &'c mut Conn<'a>,
-    member: Member,
+    conn: &'c mut Session<'a>,
+    member: Membership,
     batch: Vec<Arc<Delivery>>,
     reads_while_blocked: u32,
     /// The token's expiry and its timer, when the token has one.
@@ -59,7 +59,7 @@ struct Live<'c, 'a> {
 
 /// Runs a joined connection until it ends; the membership is dropped (the
 /// connection leaves the hub) on return.
-pub(super) async fn run(conn: &mut Conn<'_>, member: Member) -> End {
+pub(super) async fn run(conn: &mut Session<'_>, member: Membership) -> End {
     let mut live = Live { conn, member, batch: Vec::new(), reads_while_blocked: 0, expiry: None };
     loop {
         live.arm_expiry();
@@ -186,7 +186,7 @@ impl Live<'_, '_> {
 /// `{"type":"refresh"}`: a fresh token of the same user replaces the
 /// connection's (and its expiry). An authenticator that cannot decide right
 /// now leaves the old token in place and says so.
-async fn refresh(conn: &mut Conn<'_>, member: &mut Member, token: &str) -> Result<(), End> {
+async fn refresh(conn: &mut Session<'_>, member: &mut Membership, token: &str) -> Result<(), End> {
     let identity = match conn.ctx.auth.authenticate(token).await {
         Ok(identity) => identity,
         Err(crate::core::AuthError::Unavailable(reason)) => {

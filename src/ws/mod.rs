@@ -1,4 +1,5 @@
-//! The public listener: `GET /ws` upgrades (SPEC §3), `/healthz`, `/readyz`.
+//! The public listener: `GET /ws` upgrades (docs/protocol.md), `/healthz`,
+//! `/readyz`.
 //!
 //! # Layout
 //! - this file: the accept loop and the one task each connection gets;
@@ -14,10 +15,10 @@
 //! connection (boxed, so its memory is freed at the upgrade); after it, the
 //! task holds only the WebSocket stream, the session state and the outbox.
 
+mod admission;
 mod close;
 mod envelope;
 mod handshake;
-mod limits;
 mod live;
 mod origin;
 mod protocol;
@@ -26,7 +27,6 @@ mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -38,9 +38,8 @@ use tracing::Instrument as _;
 
 use crate::config::PublicConfig;
 use crate::core::{Authenticator, Hub};
-use limits::{MemoryWatch, Sessions};
-
-pub use handshake::ENVELOPE_PROTOCOL;
+use crate::net::{accept_loop, tls};
+use admission::{MemoryWatch, Sessions};
 
 /// What the public listener needs, injected by `server`.
 pub struct WsContext {
@@ -62,11 +61,18 @@ pub struct WsContext {
 /// Which protocol a connection speaks, chosen by its sub-protocol offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// `pushgate.v1`: JSON envelopes (SPEC §3.3).
+    /// `pushgate.v1`: JSON envelopes (docs/protocol.md, "Envelope mode").
     Envelope,
-    /// No sub-protocol: exactly wserver's frames (SPEC §3.4).
+    /// No sub-protocol: exactly wserver's frames (docs/protocol.md,
+    /// "wserver-compatible mode").
     Compat,
 }
+
+/// The most an upgrade request's header block may take (hyper's smallest
+/// read buffer): a browser's is well under 2 KiB; beyond it hyper answers 431
+/// and closes, so a client cannot make a connection hold more before the
+/// upgrade.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
 
 /// State shared by every connection of one listener.
 struct Listener {
@@ -80,33 +86,16 @@ struct Listener {
 /// is served by one task on `ctx.tracker`.
 pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(ctx.config.handshake_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(ctx.config.handshake_timeout).max_buf_size(MAX_HEADER_BYTES);
     let sessions = Sessions::new(ctx.config.max_connections, ctx.config.max_connections_per_ip);
     let memory = MemoryWatch::new(ctx.config.max_memory);
     let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http, sessions, memory });
     let sampler = Arc::clone(&shared);
     tokio::spawn(async move { sampler.memory.run(sampler.ctx.shutdown.clone()).await });
-    loop {
-        let accepted = tokio::select! {
-            () = ctx.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                ctx.tracker.spawn(connection(Arc::clone(&shared), stream, peer));
-            }
-            Err(error) => {
-                // Out of file descriptors and the like: back off a little
-                // rather than spin on an accept that keeps failing.
-                tracing::warn!(%error, "accept failed");
-                let pause = tokio::time::sleep(Duration::from_millis(50));
-                if ctx.shutdown.run_until_cancelled(pause).await.is_none() {
-                    break;
-                }
-            }
-        }
-    }
-    tracing::debug!("public listener stopped accepting");
+    accept_loop(&listener, "public", &ctx.shutdown, |stream, peer| {
+        ctx.tracker.spawn(connection(Arc::clone(&shared), stream, peer));
+    })
+    .await;
 }
 
 /// Serves one TCP connection: HTTP/1 until an upgrade, then the session.
@@ -114,11 +103,8 @@ async fn connection(listener: Arc<Listener>, stream: TcpStream, peer: SocketAddr
     let id = listener.ctx.hub.next_conn_id();
     let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
     async move {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY");
-        }
         let ctx = &listener.ctx;
-        let stream = match crate::tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
+        let stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%peer, %error, "TLS handshake failed");

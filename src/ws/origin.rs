@@ -1,4 +1,4 @@
-//! The `Origin` check of the handshake (SPEC §3.1).
+//! The `Origin` check of the handshake (docs/protocol.md, "Handshake").
 
 /// True when a browser from `origin` may connect, given `allowed`
 /// (`--allowed-origins`). Each entry is:

@@ -1,4 +1,4 @@
-//! Client → server messages (SPEC §3.2): JSON text frames parsed into
+//! Client → server messages (docs/protocol.md, "Client messages"): JSON text frames parsed into
 //! [`ClientMessage`]. Keys are matched ASCII-case-insensitively, as Go's
 //! `encoding/json` does for wserver's `{"token","event"}`; a `null` value is
 //! the same as a missing key, as in Go.

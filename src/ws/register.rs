@@ -1,4 +1,4 @@
-//! Registration (SPEC §3.1, §3.2): the register phase of a new connection,
+//! Registration (docs/protocol.md, "Client messages"): the register phase of a new connection,
 //! and the later registers and subscribes that add events to a joined one.
 
 use std::sync::Arc;
@@ -7,13 +7,13 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::protocol::{self, BadRequest, ClientMessage, Register};
-use super::session::{Conn, End, Incoming, incoming};
+use super::session::{End, Incoming, Session, incoming};
 use super::{Mode, envelope};
 use crate::core::{AuthError, CloseCode, EventName, Hub, Identity, JoinError, Outbox, Replay, UserId};
 
 /// A connection joined to the hub. Dropping it removes the connection from
 /// the hub, so every way out of a session leaves.
-pub(super) struct Member {
+pub(super) struct Membership {
     hub: Arc<Hub>,
     pub user: UserId,
     pub identity: Identity,
@@ -23,7 +23,7 @@ pub(super) struct Member {
     id: u64,
 }
 
-impl Drop for Member {
+impl Drop for Membership {
     fn drop(&mut self) {
         self.hub.leave(&self.user, self.id);
     }
@@ -32,7 +32,7 @@ impl Drop for Member {
 /// Reads messages until a valid register joins the hub. Bounded by
 /// `--register-timeout` (4001); shutdown ends it with 1001. `handshake` is
 /// the identity of a token given at the handshake, if any.
-pub(super) async fn register(conn: &mut Conn<'_>, handshake: Option<Identity>) -> Result<Member, End> {
+pub(super) async fn register(conn: &mut Session<'_>, handshake: Option<Identity>) -> Result<Membership, End> {
     let ctx = conn.ctx;
     let deadline = Instant::now() + ctx.config.register_timeout;
     let attempt = async {
@@ -56,7 +56,11 @@ pub(super) async fn register(conn: &mut Conn<'_>, handshake: Option<Identity>) -
 }
 
 /// Handles a message of the register phase; `Some` once joined.
-async fn first_message(conn: &mut Conn<'_>, handshake: Option<&Identity>, text: &str) -> Result<Option<Member>, End> {
+async fn first_message(
+    conn: &mut Session<'_>,
+    handshake: Option<&Identity>,
+    text: &str,
+) -> Result<Option<Membership>, End> {
     let message = match protocol::parse(text) {
         Ok(message) => message,
         Err(bad) => return conn.bad_request(&bad).map(|()| None),
@@ -75,7 +79,11 @@ async fn first_message(conn: &mut Conn<'_>, handshake: Option<&Identity>, text: 
 
 /// Authenticates, checks and joins; `None` when the envelope client was told
 /// why not and may try again.
-async fn join(conn: &mut Conn<'_>, handshake: Option<&Identity>, register: Register) -> Result<Option<Member>, End> {
+async fn join(
+    conn: &mut Session<'_>,
+    handshake: Option<&Identity>,
+    register: Register,
+) -> Result<Option<Membership>, End> {
     let identity = resolve(conn, register.token.as_deref(), handshake).await?;
     check_allowed(&identity, &register.events)?;
     let hub = &conn.ctx.hub;
@@ -87,7 +95,7 @@ async fn join(conn: &mut Conn<'_>, handshake: Option<&Identity>, register: Regis
     };
     tracing::Span::current().record("user", &*identity.user);
     tracing::debug!(events = joined.events.len(), "joined");
-    let member = Member {
+    let member = Membership {
         hub: Arc::clone(hub),
         user: Arc::clone(&identity.user),
         identity,
@@ -111,8 +119,8 @@ async fn join(conn: &mut Conn<'_>, handshake: Option<&Identity>, register: Regis
 /// events missed; the events already subscribed were live all along, so
 /// their history is not replayed again.
 pub(super) async fn add_events(
-    conn: &mut Conn<'_>,
-    member: &mut Member,
+    conn: &mut Session<'_>,
+    member: &mut Membership,
     register: Register,
     reply: Reply,
 ) -> Result<(), End> {
@@ -151,7 +159,7 @@ pub(super) enum Reply {
 
 /// The identity of `token`, or the connection's current one when there is
 /// no token. A token of another user than `current`'s is refused (4500).
-async fn resolve(conn: &Conn<'_>, token: Option<&str>, current: Option<&Identity>) -> Result<Identity, End> {
+async fn resolve(conn: &Session<'_>, token: Option<&str>, current: Option<&Identity>) -> Result<Identity, End> {
     let Some(token) = token else {
         return current.cloned().ok_or_else(|| End::close(CloseCode::Unauthorized, "no token"));
     };
@@ -184,7 +192,7 @@ pub(super) fn check_allowed(identity: &Identity, events: &[EventName]) -> Result
 /// A refused join or subscribe: 4003 over the per-user limit, 1001 at
 /// shutdown; too many events is an error message in envelope mode (the
 /// client may retry with fewer) and 4503 in the wserver-compatible mode.
-fn refused_join(conn: &mut Conn<'_>, error: &JoinError) -> Result<(), End> {
+fn refused_join(conn: &mut Session<'_>, error: &JoinError) -> Result<(), End> {
     match error {
         JoinError::UserLimit(_) => Err(End::close(CloseCode::ConnectionLimit, error.to_string())),
         JoinError::ShuttingDown => Err(CloseCode::GoingAway.into()),
@@ -196,7 +204,7 @@ fn refused_join(conn: &mut Conn<'_>, error: &JoinError) -> Result<(), End> {
 }
 
 /// Queues a replay's deliveries, then `recovered`.
-fn queue_replay(conn: &mut Conn<'_>, replay: &Replay) -> Result<(), End> {
+fn queue_replay(conn: &mut Session<'_>, replay: &Replay) -> Result<(), End> {
     for delivery in &replay.deliveries {
         conn.queue(envelope::delivery(conn.mode, delivery))?;
     }

@@ -15,14 +15,14 @@ use super::handshake::Accepted;
 use super::protocol::BadRequest;
 use super::{Mode, WsContext, close, envelope, live, register};
 use crate::core::{CloseCode, CloseReason, ConnId};
-use crate::tls::Socket;
+use crate::net::tls::Socket;
 
 /// The WebSocket over the upgraded stream, TCP or TLS (hyper's wrapper removed).
 pub(super) type Ws = WebSocketStream<Socket>;
 
 /// Bytes tungstenite allocates up front for reading. Client frames are small
 /// (a register message is ~60 bytes); the 128 KiB default would alone break
-/// the memory goal of a few KiB per idle connection (SPEC §10, P6).
+/// the goal of a few KiB per idle connection (BENCHMARKS.md, P6).
 const READ_BUFFER_BYTES: usize = 1024;
 
 /// Frames are gathered up to this many bytes before a write to the socket;
@@ -63,7 +63,7 @@ impl End {
 }
 
 /// The WebSocket of a session and what every phase needs with it.
-pub(super) struct Conn<'a> {
+pub(super) struct Session<'a> {
     pub ctx: &'a WsContext,
     pub ws: Ws,
     pub mode: Mode,
@@ -73,9 +73,9 @@ pub(super) struct Conn<'a> {
     strikes: u8,
 }
 
-impl Conn<'_> {
+impl Session<'_> {
     /// Queues `message` in the socket's write buffer without waiting; a
-    /// flush (the live loop's, or [`Conn::flush`]) writes it out. This is
+    /// flush (the live loop's, or [`Session::flush`]) writes it out. This is
     /// `Sink::start_send` without `poll_ready`: tokio-tungstenite accepts a
     /// frame even while the socket is blocked (it stays buffered), so a batch
     /// is never interrupted halfway by a slow socket, and the live loop keeps
@@ -101,7 +101,7 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Counts a bad request (SPEC §3.2): the envelope mode gets an error
+    /// Counts a bad request (docs/protocol.md, "Client messages"): the envelope mode gets an error
     /// message; the third bad request closes with 4503 in both modes.
     pub(super) fn bad_request(&mut self, bad: &BadRequest) -> Result<(), End> {
         self.strikes += 1;
@@ -131,7 +131,8 @@ pub(super) enum Incoming {
 }
 
 /// Sorts what the socket's stream yielded: a text frame to handle, a sign of
-/// life, or the end of the session (binary → 1003, oversize → 1009).
+/// life, or the end of the session (binary → 1003, oversize → 1009, text
+/// that is not UTF-8 → 1007).
 pub(super) fn incoming(item: Option<Result<Message, WsError>>) -> Result<Incoming, End> {
     match item {
         Some(Ok(Message::Text(text))) => Ok(Incoming::Text(text)),
@@ -140,7 +141,7 @@ pub(super) fn incoming(item: Option<Result<Message, WsError>>) -> Result<Incomin
         Some(Ok(Message::Close(frame))) => Err(End::PeerClosed(frame.map(|f| f.code.into()))),
         // tungstenite refuses the frame but leaves the close frame to us.
         Some(Err(WsError::Capacity(error))) => Err(End::close(CloseCode::TooBig, error.to_string())),
-        Some(Err(WsError::Utf8(_))) => Err(End::close(CloseCode::ProtocolViolation, "text frame is not UTF-8")),
+        Some(Err(WsError::Utf8(_))) => Err(CloseCode::InvalidPayload.into()),
         Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) | None => Err(End::Gone),
         Some(Err(WsError::Protocol(error))) => Err(End::close(CloseCode::ProtocolViolation, error.to_string())),
         Some(Err(error)) => {
@@ -154,7 +155,7 @@ pub(super) fn incoming(item: Option<Result<Message, WsError>>) -> Result<Incomin
 pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
     let Accepted { upgrade, mode, identity, slot } = accepted;
     let Some(ws) = open(upgrade, ctx).await else { return };
-    let mut conn = Conn { ctx, ws, mode, id, unflushed: false, strikes: 0 };
+    let mut conn = Session { ctx, ws, mode, id, unflushed: false, strikes: 0 };
     let end = match slot {
         // Counted while the session runs; released before the close linger.
         Some(_slot) => serve(&mut conn, identity).await,
@@ -166,7 +167,7 @@ pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
 
 /// Register, then live. The register phase is boxed: its timer and
 /// authentication futures are freed once the connection has joined.
-async fn serve(conn: &mut Conn<'_>, identity: Option<crate::core::Identity>) -> End {
+async fn serve(conn: &mut Session<'_>, identity: Option<crate::core::Identity>) -> End {
     match Box::pin(register::register(conn, identity)).await {
         Ok(member) => live::run(conn, member).await,
         Err(end) => end,
@@ -204,7 +205,7 @@ async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws>
 /// queued) and waits, at most [`CLOSE_LINGER`], for the client's answer.
 /// Counts the close by code (a client's own close as 1000 or 1001 when it
 /// gave one of those).
-async fn finish(conn: &mut Conn<'_>, end: End) {
+async fn finish(conn: &mut Session<'_>, end: End) {
     let metrics = conn.ctx.hub.metrics();
     let linger = async {
         match end {

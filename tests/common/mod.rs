@@ -1,12 +1,15 @@
 //! Shared test harness: the real gateway on 127.0.0.1:0, real clients.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pushgate::authenticators::TokenIsUser;
 use pushgate::config::{Config, Settings};
-use pushgate::core::{Authenticator, TokenIsUser};
+use pushgate::core::Authenticator;
 use pushgate::proto::push_service_client::PushServiceClient;
 use pushgate::server::{self, Listeners, Running};
 

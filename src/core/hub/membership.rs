@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ConnId, Hub, JoinError, Joined, Member, Shard, UserId};
+use super::{ConnId, Hub, JoinError, Joined, Shard, Subscriber, UserId};
 use crate::core::event::EventName;
 use crate::core::outbox::Outbox;
 
@@ -26,14 +26,14 @@ impl Hub {
         let subscribed = new_events(&[], events, self.config.max_events_per_conn)?;
         let mut shard = self.shard(user);
         let entry = shard.entry(Arc::clone(user)).or_default();
-        if entry.members.len() >= self.config.max_connections_per_user {
-            let n = entry.members.len();
+        if entry.subscribers.len() >= self.config.max_connections_per_user {
+            let n = entry.subscribers.len();
             Self::prune(&mut shard, user);
             return Err(JoinError::UserLimit(n));
         }
-        self.stats.joined(subscribed.len(), entry.members.is_empty());
+        self.metrics.joined(subscribed.len(), entry.subscribers.is_empty());
         let replay = since.map(|s| entry.history.replay(s, entry.seq, &subscribed, Instant::now()));
-        entry.members.push(Member { id, events: subscribed.clone(), outbox });
+        entry.subscribers.push(Subscriber { id, events: subscribed.clone(), outbox });
         Ok(Joined { events: subscribed, seq: entry.seq, replay })
     }
 
@@ -49,10 +49,10 @@ impl Hub {
         let mut shard = self.shard(user);
         let entry = shard.get_mut(user).ok_or(JoinError::ShuttingDown)?;
         let seq = entry.seq;
-        let member = entry.members.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
+        let member = entry.subscribers.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
         let added = new_events(&member.events, events, self.config.max_events_per_conn)?;
         member.events.extend(added.iter().cloned());
-        self.stats.subscriptions.inc_by(added.len() as i64);
+        self.metrics.subscriptions.inc_by(added.len() as i64);
         let events = member.events.clone();
         let replay = since.map(|s| entry.history.replay(s, seq, &added, Instant::now()));
         Ok(Joined { events, seq, replay })
@@ -61,12 +61,12 @@ impl Hub {
     /// Removes `events` from a joined connection; returns what it still has.
     pub fn unsubscribe(&self, user: &str, id: ConnId, events: &[EventName]) -> Vec<EventName> {
         let mut shard = self.shard(user);
-        let Some(member) = shard.get_mut(user).and_then(|e| e.members.iter_mut().find(|m| m.id == id)) else {
+        let Some(member) = shard.get_mut(user).and_then(|e| e.subscribers.iter_mut().find(|m| m.id == id)) else {
             return Vec::new();
         };
         let before = member.events.len();
         member.events.retain(|e| !events.contains(e));
-        self.stats.subscriptions.dec_by((before - member.events.len()) as i64);
+        self.metrics.subscriptions.dec_by((before - member.events.len()) as i64);
         member.events.clone()
     }
 
@@ -74,9 +74,9 @@ impl Hub {
     pub fn leave(&self, user: &str, id: ConnId) {
         let mut shard = self.shard(user);
         let Some(entry) = shard.get_mut(user) else { return };
-        if let Some(i) = entry.members.iter().position(|m| m.id == id) {
-            let member = entry.members.swap_remove(i);
-            self.stats.left(member.events.len(), entry.members.is_empty());
+        if let Some(i) = entry.subscribers.iter().position(|m| m.id == id) {
+            let member = entry.subscribers.swap_remove(i);
+            self.metrics.left(member.events.len(), entry.subscribers.is_empty());
         }
         Self::prune(&mut shard, user);
     }

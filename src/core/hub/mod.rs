@@ -22,13 +22,14 @@ use super::delivery::{Delivery, Payload};
 use super::event::{EventError, EventName, validate_event};
 use super::history::{History, Replay};
 use super::idempotency::RecentKeys;
+use super::metrics::{DropReason, Metrics, PushResult, StatsSnapshot};
 use super::outbox::{Offer, Outbox, SlowPolicy};
-use super::stats::{DropReason, Metrics, PushResult, StatsSnapshot};
 
 /// A user id, shared by reference count.
 pub type UserId = Arc<str>;
 
-/// The hub's limits and policies. Defaults are SPEC's.
+/// The hub's limits and policies. The defaults are the documented defaults
+/// of the matching flags (README, "Configuration").
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     /// Bytes a connection may have queued (default 256 KiB).
@@ -64,8 +65,11 @@ impl Default for HubConfig {
 /// One push as a producer asks for it.
 #[derive(Debug, Clone)]
 pub struct Push {
+    /// The user whose connections receive it.
     pub user_id: String,
+    /// The event those connections subscribed to.
     pub event: String,
+    /// Text or binary.
     pub payload: Payload,
     /// Not replayed from history after this long.
     pub ttl: Option<Duration>,
@@ -98,11 +102,22 @@ pub struct Published {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
     #[error("user_id must not be empty")]
+    /// `user_id` is empty.
     EmptyUser,
     #[error("event: {0}")]
+    /// `event` is not a valid event name.
     BadEvent(EventError),
     #[error("{field} is {size} bytes, larger than the limit of {max} (--max-message-bytes)")]
-    TooLarge { field: &'static str, size: usize, max: usize },
+    /// The payload is over `--max-message-bytes`.
+    TooLarge {
+        /// `message` or `data`.
+        field: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -111,10 +126,13 @@ pub enum PushError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
     #[error("user has {0} connections, the most allowed (--max-connections-per-user)")]
+    /// The user has this many connections, the most allowed.
     UserLimit(usize),
     #[error("a connection may subscribe to at most {0} events (--max-events-per-conn)")]
+    /// The connection would pass this many events.
     TooManyEvents(usize),
     #[error("the gateway is shutting down")]
+    /// The gateway is shutting down (or the connection left meanwhile).
     ShuttingDown,
 }
 
@@ -122,7 +140,7 @@ pub enum JoinError {
 pub type ConnId = u64;
 
 #[derive(Debug)]
-struct Member {
+struct Subscriber {
     id: ConnId,
     events: Vec<EventName>,
     outbox: Arc<Outbox>,
@@ -131,7 +149,7 @@ struct Member {
 #[derive(Debug, Default)]
 struct UserEntry {
     seq: u64,
-    members: Vec<Member>,
+    subscribers: Vec<Subscriber>,
     history: History,
     keys: RecentKeys,
 }
@@ -139,7 +157,7 @@ struct UserEntry {
 impl UserEntry {
     /// True when nothing needs the entry any more.
     fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.history.is_empty() && self.keys.is_empty()
+        self.subscribers.is_empty() && self.history.is_empty() && self.keys.is_empty()
     }
 }
 
@@ -166,7 +184,7 @@ pub struct Hub {
     config: HubConfig,
     next_conn: AtomicU64,
     closing: AtomicBool,
-    stats: Metrics,
+    metrics: Metrics,
 }
 
 const SHARDS: usize = 64;
@@ -180,7 +198,7 @@ impl Hub {
             config,
             next_conn: AtomicU64::new(1),
             closing: AtomicBool::new(false),
-            stats: Metrics::new(),
+            metrics: Metrics::new(),
         })
     }
 
@@ -211,13 +229,13 @@ impl Hub {
 
     /// Counters and gauges of this hub.
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.metrics.snapshot()
     }
 
     /// The hub's Prometheus metrics; adapters record what only they see
     /// (close codes, write latency) here.
     pub fn metrics(&self) -> &Metrics {
-        &self.stats
+        &self.metrics
     }
 
     /// Refuses pushes and joins from now on (shutdown).
@@ -256,7 +274,7 @@ impl Hub {
     /// connection; costs one allocation plus one queue insert per connection.
     pub fn publish(&self, push: Push) -> Result<Published, PushError> {
         let result = self.publish_checked(push);
-        self.stats.push(match &result {
+        self.metrics.push(match &result {
             Ok(published) if published.duplicate => PushResult::Duplicate,
             Ok(_) => PushResult::Ok,
             Err(PushError::ShuttingDown) => PushResult::Unavailable,
@@ -284,9 +302,9 @@ impl Hub {
         entry.seq += 1;
         let seq = entry.seq;
         let replay_until = push.ttl.map(|ttl| now + ttl);
-        let event = interned(&entry.members, &push.event).unwrap_or_else(|| Arc::from(push.event));
+        let event = interned(&entry.subscribers, &push.event).unwrap_or_else(|| Arc::from(push.event));
         let delivery = Arc::new(Delivery::accepted_at(now, event, Some(seq), push.payload, replay_until));
-        let delivered = self.fan_out(&entry.members, &delivery);
+        let delivered = self.fan_out(&entry.subscribers, &delivery);
         entry.history.remember(delivery, self.config.history_size, now);
         if let Some(key) = push.idempotency_key {
             entry.keys.insert(key, seq, now);
@@ -295,27 +313,28 @@ impl Hub {
     }
 
     /// Queues `delivery` to each member subscribed to its event.
-    fn fan_out(&self, members: &[Member], delivery: &Arc<Delivery>) -> u32 {
+    fn fan_out(&self, subscribers: &[Subscriber], delivery: &Arc<Delivery>) -> u32 {
         let mut delivered = 0;
-        for member in members.iter().filter(|m| m.events.contains(&delivery.event)) {
+        for member in subscribers.iter().filter(|m| m.events.contains(&delivery.event)) {
             match member.outbox.offer(Arc::clone(delivery)) {
                 Offer::Queued { dropped } => {
                     delivered += 1;
-                    self.stats.dropped(DropReason::DropOldest, u64::from(dropped));
+                    self.metrics.dropped(DropReason::DropOldest, u64::from(dropped));
                 }
                 Offer::Overflowed { dropped } => {
-                    self.stats.dropped(DropReason::SlowConsumer, u64::from(dropped));
+                    self.metrics.dropped(DropReason::SlowConsumer, u64::from(dropped));
                 }
                 Offer::Closed => {}
             }
         }
-        self.stats.deliveries.inc_by(u64::from(delivered));
+        self.metrics.deliveries.inc_by(u64::from(delivered));
         delivered
     }
 
     /// Queues one delivery, encoded once and without a seq, to every
     /// connection subscribed to `event` — only those of `users` when it is not
-    /// empty. Costs a walk over every user when `users` is empty.
+    /// empty, each user once however often it is listed. Costs a walk over
+    /// every user when `users` is empty.
     pub fn broadcast(&self, event: &str, payload: Payload, users: &[String]) -> Result<u32, PushError> {
         validate_event(event).map_err(PushError::BadEvent)?;
         self.validate_payload(&payload)?;
@@ -326,16 +345,18 @@ impl Hub {
         let mut delivered = 0;
         if users.is_empty() {
             for shard in self.each_shard() {
-                delivered += shard.values().map(|e| self.fan_out(&e.members, &delivery)).sum::<u32>();
+                delivered += shard.values().map(|e| self.fan_out(&e.subscribers, &delivery)).sum::<u32>();
             }
         } else {
-            for user in users {
+            // Each user once, however often the list names it.
+            let mut seen = std::collections::HashSet::with_capacity(users.len());
+            for user in users.iter().filter(|u| seen.insert(u.as_str())) {
                 if let Some(entry) = self.shard(user).get(user.as_str()) {
-                    delivered += self.fan_out(&entry.members, &delivery);
+                    delivered += self.fan_out(&entry.subscribers, &delivery);
                 }
             }
         }
-        self.stats.broadcasts.inc();
+        self.metrics.broadcasts.inc();
         Ok(delivered)
     }
 
@@ -345,13 +366,13 @@ impl Hub {
     pub fn disconnect(&self, user: &str, event: Option<&str>) -> u32 {
         let mut shard = self.shard(user);
         let Some(entry) = shard.get_mut(user) else { return 0 };
-        let (gone, kept): (Vec<Member>, Vec<Member>) = std::mem::take(&mut entry.members)
+        let (gone, kept): (Vec<Subscriber>, Vec<Subscriber>) = std::mem::take(&mut entry.subscribers)
             .into_iter()
             .partition(|m| event.is_none_or(|e| m.events.iter().any(|x| &**x == e)));
-        entry.members = kept;
+        entry.subscribers = kept;
         for (i, member) in gone.iter().enumerate() {
             member.outbox.close(CloseReason::new(CloseCode::Disconnected));
-            self.stats.left(member.events.len(), i + 1 == gone.len() && entry.members.is_empty());
+            self.metrics.left(member.events.len(), i + 1 == gone.len() && entry.subscribers.is_empty());
         }
         Self::prune(&mut shard, user);
         gone.len() as u32
@@ -359,7 +380,7 @@ impl Hub {
 
     /// Live connections of each user, in the order given.
     pub fn online(&self, users: &[String]) -> Vec<u32> {
-        users.iter().map(|u| self.shard(u).get(u.as_str()).map_or(0, |e| e.members.len() as u32)).collect()
+        users.iter().map(|u| self.shard(u).get(u.as_str()).map_or(0, |e| e.subscribers.len() as u32)).collect()
     }
 
     /// Expires history older than the history TTL and drops entries left
@@ -371,7 +392,7 @@ impl Hub {
             shard.retain(|_, e| {
                 let history_empty = e.history.expire(ttl, now);
                 let keys_empty = e.keys.expire(ttl, now);
-                !(history_empty && keys_empty && e.members.is_empty())
+                !(history_empty && keys_empty && e.subscribers.is_empty())
             });
         }
     }
@@ -381,7 +402,7 @@ impl Hub {
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
         let mut all = Vec::new();
         for shard in self.each_shard() {
-            all.extend(shard.values().flat_map(|e| e.members.iter().map(|m| Arc::clone(&m.outbox))));
+            all.extend(shard.values().flat_map(|e| e.subscribers.iter().map(|m| Arc::clone(&m.outbox))));
         }
         all
     }
@@ -389,6 +410,6 @@ impl Hub {
 
 /// The `EventName` a subscriber already holds for `event`, if any: sharing
 /// it saves an allocation (and a free) per push.
-fn interned(members: &[Member], event: &str) -> Option<EventName> {
-    members.iter().flat_map(|m| m.events.iter()).find(|e| &***e == event).cloned()
+fn interned(subscribers: &[Subscriber], event: &str) -> Option<EventName> {
+    subscribers.iter().flat_map(|m| m.events.iter()).find(|e| &***e == event).cloned()
 }

@@ -28,9 +28,13 @@ pub enum DropReason {
 /// How a push ended, for `pushgate_pushes_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushResult {
+    /// Accepted and queued.
     Ok,
+    /// Refused as invalid.
     Invalid,
+    /// Refused while shutting down.
     Unavailable,
+    /// A repeated idempotency key: acknowledged, not delivered again.
     Duplicate,
 }
 

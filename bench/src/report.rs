@@ -1,5 +1,5 @@
 //! The printed result: the command line, the machine, one row per phase, and
-//! the SPEC §10 goals next to the figures.
+//! the goals of BENCHMARKS.md next to the figures.
 
 use std::fmt::{self, Display, Formatter};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -229,7 +229,7 @@ impl Report {
     }
 
     fn goals(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        writeln!(f, "SPEC §10 goals:")?;
+        writeln!(f, "goals (BENCHMARKS.md):")?;
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         if let Some(m) = self.row("P1") {
             let (core, us) = (m.per_server_core(), m.server_us_per_delivery());

@@ -1,4 +1,4 @@
-//! `--auth jwt`: browser tokens are JWTs (SPEC §6).
+//! `--auth jwt`: browser tokens are JWTs (docs/protocol.md, "Authentication").
 //!
 //! HS256/384/512 with a shared secret, RS256/ES256/EdDSA (and their siblings)
 //! with a PEM public key, or any of those with a JWKS file. `sub` is the user;
@@ -20,12 +20,29 @@ use crate::core::{AuthError, AuthFuture, Authenticator, Identity, event_names};
 /// Why a JWT key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtKeyError {
+    /// The key file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no usable PEM public key.
     #[error("{path}: not a PEM RSA, EC or Ed25519 public key")]
-    Pem { path: String },
+    Pem {
+        /// The file.
+        path: String,
+    },
+    /// The file is not a usable JWKS document.
     #[error("{path}: not a JWKS document: {message}")]
-    Jwks { path: String, message: String },
+    Jwks {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// `--jwt-secret` is empty.
     #[error("jwt-secret must not be empty")]
     EmptySecret,
 }

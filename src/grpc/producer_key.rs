@@ -1,5 +1,5 @@
 //! Producer authentication for PushService: `authorization: Bearer <key>`
-//! metadata, checked in constant time by [`ApiKeys`].
+//! metadata, checked in constant time by [`ProducerKeys`].
 
 use std::sync::Arc;
 
@@ -8,27 +8,28 @@ use tonic::{Request, Status};
 
 use super::service::status;
 use crate::api::ApiError;
-use crate::core::ApiKeys;
+use crate::core::ProducerKeys;
+use crate::net::bearer;
 
 /// A tonic interceptor that refuses PushService calls without a valid
 /// producer key with UNAUTHENTICATED. With no key configured every call
 /// passes. Cloning shares the keys.
 #[derive(Debug, Clone)]
-pub struct ProducerAuth {
-    keys: Arc<ApiKeys>,
+pub(super) struct ProducerKeyCheck {
+    keys: Arc<ProducerKeys>,
 }
 
-impl ProducerAuth {
+impl ProducerKeyCheck {
     /// Checks calls against `keys`.
-    pub fn new(keys: ApiKeys) -> Self {
+    pub(super) fn new(keys: ProducerKeys) -> Self {
         Self { keys: Arc::new(keys) }
     }
 }
 
-impl Interceptor for ProducerAuth {
+impl Interceptor for ProducerKeyCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        if self.keys.check_header(header) {
+        if self.keys.check(header.and_then(bearer)) {
             Ok(request)
         } else {
             tracing::warn!("gRPC producer call without a valid key refused");

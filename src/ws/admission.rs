@@ -1,4 +1,5 @@
-//! The public listener's admission limits (SPEC §7): connections on this
+//! The public listener's admission limits (docs/protocol.md, "Limits"):
+//! connections on this
 //! node and per IP address (over either, the upgrade completes and the
 //! session closes with 4003), and memory shedding (over `--max-memory`, new
 //! upgrades get HTTP 503 with `Retry-After`).

@@ -1,26 +1,31 @@
-//! Authenticators behind the core's [`Authenticator`] seam (SPEC §6): the
-//! `--auth` modes that need more than the core offers (JWT, webhook), and the
-//! choice of one from the configuration.
+//! The `--auth` modes, each an implementation of the core's
+//! [`Authenticator`] seam (`none`, `tokens`, `jwt`, `webhook=URL`), and the
+//! choice of one from the configuration. The contract of each mode is in
+//! docs/protocol.md, "Authentication".
 
 pub mod jwt;
+mod tokens;
 pub mod webhook;
 
 use std::sync::Arc;
 
 use crate::config::{AuthConfig, AuthMode};
-use crate::core::auth::TokenTableError;
-use crate::core::{Authenticator, TokenIsUser, TokenTable};
+use crate::core::Authenticator;
 
 pub use jwt::JwtAuth;
-pub use webhook::WebhookAuth;
+pub use tokens::{TokenIsUser, TokenTable, TokenTableError};
+pub use webhook::{WebhookAuth, WebhookTrust};
 
 /// Why the configured authenticator could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
+    /// `--auth tokens`: the table could not be loaded.
     #[error("auth-tokens: {0}")]
     Tokens(#[from] TokenTableError),
+    /// `--auth jwt`: the key could not be loaded.
     #[error("jwt: {0}")]
     Jwt(#[from] jwt::JwtKeyError),
+    /// `--auth webhook=URL`: the URL or its TLS set-up was refused.
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
 }
@@ -42,6 +47,9 @@ pub fn from_config(config: &AuthConfig) -> Result<Arc<dyn Authenticator>, AuthSe
             (None, None, Some(jwks)) => JwtAuth::load_jwks(jwks)?,
             (None, None, None) => JwtAuth::from_secret(b"")?,
         }),
-        AuthMode::Webhook(url) => Arc::new(WebhookAuth::new(url, config.timeout, config.cache_ttl)?),
+        AuthMode::Webhook(url) => {
+            let trust = config.webhook_ca.as_deref().map_or(WebhookTrust::System, WebhookTrust::CaFile);
+            Arc::new(WebhookAuth::new(url, trust, config.timeout, config.cache_ttl)?)
+        }
     })
 }

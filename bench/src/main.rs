@@ -1,4 +1,4 @@
-//! `pushgate-bench`: the load generator of SPEC §10 (P1, P2, P4, P6, P9).
+//! `pushgate-bench`: the load generator behind BENCHMARKS.md (P1, P2, P4, P6, P9).
 //!
 //! It starts `pushgate serve` as a child (or attaches to a running gateway),
 //! opens N WebSocket connections as users `u0..uN-1` on event `bench`, pushes
@@ -33,7 +33,7 @@ use pushgate::config::parse_duration;
 
 use crate::fleet::Mode;
 
-/// Load generator for pushgate (SPEC §10): fan-out throughput, CPU per
+/// Load generator for pushgate (BENCHMARKS.md): fan-out throughput, CPU per
 /// delivery, latency, memory per idle connection, connect rate.
 #[derive(Debug, Parser)]
 #[command(name = "pushgate-bench", version)]

@@ -1,4 +1,5 @@
-//! `--auth webhook=URL`: the backend decides (SPEC §6).
+//! `--auth webhook=URL`: the backend decides (docs/protocol.md,
+//! "Authentication").
 //!
 //! The gateway POSTs `{"token": "..."}` to the URL and expects 200 with
 //! `{"user_id": "...", "events": [...]?, "expires_at": UNIX_SECONDS?}`, or
@@ -13,9 +14,12 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use sha2::Digest;
 
@@ -27,10 +31,10 @@ const CACHE_MAX: usize = 100_000;
 /// Largest webhook answer read.
 const BODY_MAX: usize = 64 * 1024;
 
-/// Asks a backend over HTTP whose token a connection carries.
+/// Asks a backend over HTTP or HTTPS whose token a connection carries.
 pub struct WebhookAuth {
     url: hyper::Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     cache_ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (Instant, Result<Identity, AuthError>)>>,
@@ -48,19 +52,51 @@ struct Answer {
 /// Why the webhook could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    /// The URL is not an `http://` or `https://` URL with a host.
     #[error("auth webhook URL `{0}`: {1}")]
     Url(String, String),
+    /// The CA file (`--auth-webhook-ca`) could not be read or holds no
+    /// usable certificate.
+    #[error("auth-webhook-ca {0}: {1}")]
+    Ca(String, String),
+    /// No trust roots: the system has none and no CA file was given.
+    #[error("auth webhook: no trusted root certificates on this system; give --auth-webhook-ca")]
+    NoRoots,
+    /// rustls refused the client configuration.
+    #[error("auth webhook TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Where the webhook's server certificate must chain to.
+#[derive(Debug, Clone, Copy)]
+pub enum WebhookTrust<'a> {
+    /// The system's root certificates.
+    System,
+    /// Only the CA certificates in this PEM file (`--auth-webhook-ca`).
+    CaFile(&'a std::path::Path),
 }
 
 impl WebhookAuth {
-    /// A webhook at `url` (http://), answering within `timeout`, cached `cache_ttl`.
-    pub fn new(url: &str, timeout: Duration, cache_ttl: Duration) -> Result<Self, WebhookError> {
+    /// A webhook at `url` (`http://` or `https://`), answering within
+    /// `timeout`, cached `cache_ttl`; an `https://` server's certificate must
+    /// chain to `trust`. Setting up reads the trust roots once.
+    pub fn new(
+        url: &str,
+        trust: WebhookTrust<'_>,
+        timeout: Duration,
+        cache_ttl: Duration,
+    ) -> Result<Self, WebhookError> {
         let uri: hyper::Uri =
             url.parse().map_err(|e: hyper::http::uri::InvalidUri| WebhookError::Url(url.into(), e.to_string()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(WebhookError::Url(url.into(), "must be an http:// URL with a host".into()));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(WebhookError::Url(url.into(), "must be an http:// or https:// URL with a host".into()));
         }
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(trust, uri.scheme_str() == Some("https"))?)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self { url: uri, client, timeout, cache_ttl, cache: Mutex::new(HashMap::new()) })
     }
 
@@ -107,6 +143,38 @@ impl WebhookAuth {
             _ => Err(AuthError::Unavailable(format!("auth webhook answered {status}"))),
         }
     }
+}
+
+/// The TLS client configuration for the webhook; roots are required when the
+/// URL is `https://`.
+fn client_tls(trust: WebhookTrust<'_>, https: bool) -> Result<rustls::ClientConfig, WebhookError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match trust {
+        WebhookTrust::System => {
+            // Unreadable entries of the system store are skipped; what is
+            // left must hold at least one root.
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+        WebhookTrust::CaFile(path) => {
+            let shown = path.display().to_string();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| WebhookError::Ca(shown.clone(), e.to_string()))?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| WebhookError::Ca(shown.clone(), e.to_string()))?;
+            }
+        }
+    }
+    if https && roots.is_empty() {
+        return Err(WebhookError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 fn identity(body: &[u8]) -> Result<Identity, AuthError> {

@@ -1,10 +1,10 @@
-//! TLS for both listeners (SPEC §4.2), with rustls: `wss://` on the public
+//! TLS for both listeners, with rustls: `wss://` on the public
 //! listener, gRPC/HTTPS on the internal one, and mutual TLS for producers when
 //! a client CA is given — a producer without a certificate signed by that CA
 //! is refused during the TLS handshake.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,17 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-/// Where a listener's certificate, key and (optional) client CA are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// PEM CA certificates; when set, clients must present a certificate
-    /// signed by one of them.
-    pub client_ca: Option<PathBuf>,
-}
+use crate::config::TlsFiles;
 
 /// Why TLS could not be set up. Each names the file.
 #[derive(Debug, thiserror::Error)]

@@ -30,7 +30,7 @@ pub const STAMP_DIGITS: usize = 16;
 /// Time allowed for one connection's TCP connect, upgrade and register.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Which browser protocol the connections speak (SPEC §3.3, §3.4).
+/// Which browser protocol the connections speak (docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Sub-protocol `pushgate.v1`: a `registered` frame, then JSON push envelopes.

@@ -1,0 +1,77 @@
+//! Plumbing both listeners share, so each policy exists once: the accept loop,
+//! TLS, and the `Authorization: Bearer` parser.
+
+pub(crate) mod tls;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// First pause after a failed accept (EMFILE, ENFILE, ENOBUFS...), doubled per
+/// further failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts connections on `listener` until `shutdown`, handing each to
+/// `accepted` with `TCP_NODELAY` set (pushes are small and latency matters).
+/// A failed accept never ends the loop: it is logged and the loop pauses,
+/// backing off from 10 ms to 1 s while failures repeat, so a full file table
+/// neither spins the CPU nor stops the listener for long once it clears.
+pub(crate) async fn accept_loop(
+    listener: &TcpListener,
+    name: &'static str,
+    shutdown: &CancellationToken,
+    mut accepted: impl FnMut(TcpStream, SocketAddr),
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            next = listener.accept() => next,
+        };
+        match next {
+            Ok((stream, peer)) => {
+                backoff = MIN_BACKOFF;
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY not set");
+                }
+                accepted(stream, peer);
+            }
+            Err(error) => {
+                tracing::warn!(listener = name, %error, pause = ?backoff, "accept failed");
+                if shutdown.run_until_cancelled(tokio::time::sleep(backoff)).await.is_none() {
+                    break;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    tracing::debug!(listener = name, "stopped accepting");
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` value. The
+/// scheme is case-insensitive (RFC 9110 §11.1) and may be followed by any
+/// amount of blank space; `None` for another scheme or empty credentials.
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once([' ', '\t'])?;
+    let credentials = credentials.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k", "bearer k", "BEARER k", "bEaReR   k ", " Bearer\tk"] {
+            assert_eq!(bearer(value), Some("k"), "{value:?}");
+        }
+        for value in ["Basic k", "Bearer", "Bearer ", "Bearerk", "", "k"] {
+            assert_eq!(bearer(value), None, "{value:?}");
+        }
+    }
+}
