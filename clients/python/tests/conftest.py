@@ -43,7 +43,7 @@ def open_browser(gateway: Gateway) -> Iterator[Callable[..., Browser]]:
     with PushClient(gateway.internal, retry=FAST_RETRY) as probe:
 
         def open_one(
-            user: str, event: str = "chat", gw: Gateway | None = None, counter: PushClient | None = None
+            user: str, event: str | list[str] = "chat", gw: Gateway | None = None, counter: PushClient | None = None
         ) -> Browser:
             """`gw` defaults to the module's gateway; `counter` is the client
             that polls its online count (needed for a TLS or keyed gateway)."""

@@ -159,16 +159,18 @@ def wait_until(check: Callable[[], T], what: str, timeout: float = WAIT, interva
 
 class Browser:
     """A WebSocket client in the wserver-compatible mode, registered as `user`
-    for `event` (with `--auth none` the token is the user id). Each push
+    for `event` (or a list of events; with `--auth none` the token is the user
+    id). Each push
     arrives as one frame: `str` for text, `bytes` for binary."""
 
-    def __init__(self, gateway: Gateway, user: str, event: str) -> None:
+    def __init__(self, gateway: Gateway, user: str, event: Union[str, list[str]]) -> None:
         self.user = user
         self._stack = contextlib.ExitStack()
         self.ws: ClientConnection = self._stack.enter_context(
             connect(gateway.ws_url, open_timeout=WAIT, close_timeout=2)
         )
-        self.ws.send(json.dumps({"token": user, "event": event}))
+        register = {"token": user, "event": event} if isinstance(event, str) else {"token": user, "events": event}
+        self.ws.send(json.dumps(register))
 
     def recv(self, timeout: float = WAIT) -> Union[str, bytes]:
         """The next pushed frame."""
