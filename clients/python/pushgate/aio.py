@@ -132,6 +132,7 @@ class AsyncPushClient:
                         await call.done_writing()
                         closed = True
                     if not unacked:
+                        await _finish(call)
                         return
                     reply = await call.read()
                     if reply is grpc.aio.EOF:
@@ -235,6 +236,17 @@ async def _failure(e: BaseException, call: Any) -> tuple[grpc.StatusCode, str]:
         return error.code, error.details
     # A write on a call that has already ended: its status says why.
     return await call.code(), await call.details() or str(e)
+
+
+async def _finish(call: Any) -> None:
+    """Waits for the end of a stream whose pushes were all answered, so it
+    closes cleanly instead of being cancelled."""
+    try:
+        reply = await call.read()
+    except grpc.RpcError:
+        return  # every push was answered; how the stream ended changes nothing
+    if reply is not grpc.aio.EOF:
+        raise PushgateError(grpc.StatusCode.INTERNAL, f"a reply to no push: {reply.request_id!r}")
 
 
 async def _aiter(items: Union[Iterable[T], AsyncIterable[T]]) -> AsyncIterator[T]:

@@ -157,6 +157,7 @@ class PushClient:
                         unacked.append(request)
                         requests.put(request)
                     if not unacked:
+                        _finish(call)
                         return
                     reply = next(call)
                     if c.is_retryable_reply(reply):
@@ -271,5 +272,15 @@ class PushClient:
 def _failure(e: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(e, c.ReplyUnavailable):
         return grpc.StatusCode.UNAVAILABLE, e.reply.error.message
-    error = PushgateError.from_rpc(e)  # type: ignore[arg-type]
+    error = PushgateError.from_rpc(e)
     return error.code, error.details
+
+
+def _finish(call: Any) -> None:
+    """Waits for the end of a stream whose pushes were all answered, so it
+    closes cleanly instead of being cancelled."""
+    try:
+        for reply in call:
+            raise PushgateError(grpc.StatusCode.INTERNAL, f"a reply to no push: {reply.request_id!r}")
+    except grpc.RpcError:
+        pass  # every push was answered; how the stream ended changes nothing

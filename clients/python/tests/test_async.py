@@ -46,6 +46,7 @@ async def test_push_many_from_an_async_source(aclient, open_browser, user):
     replies = [r async for r in aclient.push_many(items(), window=7)]
     assert [r.request_id for r in replies] == [f"r{i}" for i in range(50)]
     assert browser.recv_many(50) == [f"a{i}" for i in range(50)]
+    assert [r async for r in aclient.push_many([])] == []
 
 
 async def test_batch_broadcast_disconnect_online_stats(aclient, open_browser, user):

@@ -103,6 +103,7 @@ def test_push_batch(client, open_browser, user):
     assert browser.recv_many(2) == ["a", "c"]
     assert other_browser.recv() == b"b"
     assert client.push_batch([]) == []
+    assert list(client.push_many([])) == []
 
 
 def test_broadcast(client, open_browser, user):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from concurrent import futures
 from typing import Iterator, Optional
 
@@ -22,7 +21,7 @@ import grpc
 import pytest
 
 from conftest import FAST_RETRY
-from harness import Gateway, wait_until
+from harness import Gateway
 from pushgate import PushClient, PushgateError, RetryPolicy, pb
 from pushgate._proto import push_pb2_grpc as pb_grpc
 
