@@ -147,3 +147,11 @@ fn absurd_durations_and_sizes_are_config_errors_naming_the_flag() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn boolean_flags_work_bare_or_with_a_value() {
+    let bare = pushgate(&["check-config", "--public-addr", "0.0.0.0:8080", "--insecure"]);
+    assert!(bare.status.success(), "bare --insecure: {}", String::from_utf8_lossy(&bare.stderr));
+    let off = pushgate(&["check-config", "--public-addr", "0.0.0.0:8080", "--insecure", "false"]);
+    assert!(!off.status.success(), "--insecure false keeps the secure-bind rule");
+}

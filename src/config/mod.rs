@@ -222,6 +222,7 @@ impl Settings {
             slow_policy,
             history_size,
             history_ttl,
+            history_meta_ttl,
             listen_backlog,
             log_format,
             log
@@ -292,6 +293,7 @@ fn resolve_hub(s: &Settings) -> HubConfig {
         max_message_bytes: s.max_message_bytes.unwrap_or(d.max_message_bytes),
         history_size: s.history_size.unwrap_or(d.history_size),
         history_ttl: s.history_ttl.unwrap_or(d.history_ttl),
+        history_meta_ttl: s.history_meta_ttl.unwrap_or(d.history_meta_ttl),
     }
 }
 
@@ -311,6 +313,9 @@ impl Config {
         }
         if self.heartbeat.pong_timeout >= self.heartbeat.ping_interval {
             return invalid("pong-timeout", "must be shorter than --ping-interval");
+        }
+        if self.hub.history_meta_ttl < self.hub.history_ttl {
+            return invalid("history-meta-ttl", "must be at least --history-ttl");
         }
         if self.hub.conn_queue_bytes < self.hub.max_message_bytes + 256 {
             return invalid("conn-queue-bytes", "must hold at least one message of --max-message-bytes");

@@ -128,10 +128,10 @@ pub struct Settings {
     #[arg(long, env = "PUSHGATE_PUBLIC_TLS_KEY", requires = "public_tls_cert")]
     pub public_tls_key: Option<PathBuf>,
     /// Also serve wserver's `POST /push` on the public listener (needs --api-key).
-    #[arg(long, env = "PUSHGATE_PUSH_ON_PUBLIC")]
+    #[arg(long, env = "PUSHGATE_PUSH_ON_PUBLIC", num_args = 0..=1, default_missing_value = "true")]
     pub push_on_public: Option<bool>,
     /// Allow non-loopback binds without auth or producer keys.
-    #[arg(long, env = "PUSHGATE_INSECURE")]
+    #[arg(long, env = "PUSHGATE_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
     /// Seconds to wait for a register message. [default: 10s]
     #[arg(long, env = "PUSHGATE_REGISTER_TIMEOUT", value_parser = parse_duration)]
@@ -190,6 +190,11 @@ pub struct Settings {
     #[arg(long, env = "PUSHGATE_HISTORY_TTL", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub history_ttl: Option<Duration>,
+    /// How long a user's stream position (seq, epoch) is kept after its last
+    /// push, so seq never restarts for a user away longer than the history. [default: 30d]
+    #[arg(long, env = "PUSHGATE_HISTORY_META_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub history_meta_ttl: Option<Duration>,
     /// Kernel accept-queue length for both listeners. [default: 1024]
     #[arg(long, env = "PUSHGATE_LISTEN_BACKLOG")]
     pub listen_backlog: Option<u32>,

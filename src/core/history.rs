@@ -18,6 +18,26 @@ pub(crate) struct History {
     floor: u64,
 }
 
+/// Where a client resumes from: the last seq it saw and, when it knows it,
+/// the epoch of the stream that seq belongs to (the `epoch` of its
+/// `registered` message). A different epoch means the seq numbers were
+/// reset (the gateway, or its broker, lost the stream), so the client's seq
+/// says nothing about what it missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    /// The last seq the client saw.
+    pub seq: u64,
+    /// The epoch that seq belongs to; `None` when the client does not say.
+    pub epoch: Option<String>,
+}
+
+impl Since {
+    /// A resume after `seq`, with no epoch.
+    pub fn seq(seq: u64) -> Self {
+        Self { seq, epoch: None }
+    }
+}
+
 /// What a resume replays, computed atomically with the registration it
 /// belongs to, so nothing falls between the replay and the live stream.
 #[derive(Debug)]
@@ -64,10 +84,21 @@ impl History {
     }
 
     /// The deliveries after `since` on any of `events`, with `current` the
-    /// user's latest seq.
-    pub(crate) fn replay(&self, since: u64, current: u64, events: &[EventName], now: Instant) -> Replay {
-        let complete = since >= self.floor && since <= current;
-        let deliveries = if since > current {
+    /// user's latest seq and `epoch` its stream's. From another epoch nothing
+    /// is replayed and the replay is incomplete: the client must reload.
+    pub(crate) fn replay(
+        &self,
+        since: &Since,
+        current: u64,
+        epoch: &str,
+        events: &[EventName],
+        now: Instant,
+    ) -> Replay {
+        // A client that saw nothing (seq 0) has nothing to lose to a new epoch.
+        let same_epoch = since.seq == 0 || since.epoch.as_deref().is_none_or(|e| e == epoch);
+        let since = since.seq;
+        let complete = same_epoch && since >= self.floor && since <= current;
+        let deliveries = if since > current || !same_epoch {
             Vec::new()
         } else {
             self.items

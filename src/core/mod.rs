@@ -19,7 +19,7 @@ mod producer_keys;
 pub use close::{CloseCode, CloseReason};
 pub use delivery::{Delivery, Payload, Text};
 pub use event::{EventName, event_name, event_names, validate_event};
-pub use history::Replay;
+pub use history::{Replay, Since};
 pub use hub::{ConnId, Hub, HubConfig, JoinError, Joined, Published, Push, PushError, UserId};
 pub use identity::{AuthError, AuthFuture, Authenticator, Identity};
 pub use metrics::{DropReason, Metrics, PushResult, StatsSnapshot};

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use super::*;
 
@@ -85,7 +86,7 @@ fn replay_is_exact_and_says_when_incomplete() {
         hub.publish(text("u", if i % 2 == 0 { "e" } else { "f" }, &i.to_string())).expect("publish");
     }
     let u: UserId = Arc::from("u");
-    let joined = hub.join(&u, 1, hub.new_outbox(), &events(&["e"]), Some(1)).expect("join");
+    let joined = hub.join(&u, 1, hub.new_outbox(), &events(&["e"]), Some(&Since::seq(1))).expect("join");
     let replay = joined.replay.expect("replay");
     let seqs: Vec<_> = replay.deliveries.iter().map(|d| d.seq).collect();
     assert_eq!(seqs, vec![Some(2), Some(4)], "only its events, after since");
@@ -94,7 +95,7 @@ fn replay_is_exact_and_says_when_incomplete() {
     for i in 5..=10 {
         hub.publish(text("u", "e", &i.to_string())).expect("publish");
     }
-    let joined = hub.join(&u, 2, hub.new_outbox(), &events(&["e"]), Some(1)).expect("join");
+    let joined = hub.join(&u, 2, hub.new_outbox(), &events(&["e"]), Some(&Since::seq(1))).expect("join");
     assert!(!joined.replay.expect("replay").complete, "history no longer reaches back");
 }
 
@@ -155,9 +156,43 @@ fn a_refused_subscribe_changes_nothing_and_replays_only_new_events() {
     assert_eq!(hub.stats().subscriptions, 1, "nothing half-added");
     hub.publish(text("u", "a", "1")).expect("publish");
     hub.publish(text("u", "b", "2")).expect("publish");
-    let joined = hub.subscribe("u", 1, &events(&["a", "b", "b"]), Some(0)).expect("subscribe");
+    let joined = hub.subscribe("u", 1, &events(&["a", "b", "b"]), Some(&Since::seq(0))).expect("subscribe");
     assert_eq!(joined.events, events(&["a", "b"]));
     assert_eq!(hub.stats().subscriptions, 2);
     let replayed: Vec<_> = joined.replay.expect("replay").deliveries.iter().map(|d| d.seq).collect();
     assert_eq!(replayed, vec![Some(2)], "only the newly added event: `a` was live already");
+}
+
+#[test]
+fn seq_outlives_history_and_a_new_stream_has_a_new_epoch() {
+    let config = HubConfig { history_ttl: Duration::ZERO, ..HubConfig::default() };
+    let hub = hub(config);
+    let publish = |hub: &Hub| hub.publish(Push::new("u", "e", Payload::text("m"))).expect("publish").seq;
+    assert_eq!((publish(&hub), publish(&hub), publish(&hub)), (1, 2, 3));
+    hub.sweep(); // history (TTL 0) is gone; the position is kept
+    assert_eq!(publish(&hub), 4, "seq continues after the history expired");
+
+    // Without history at all, every push is still numbered.
+    let bare = self::hub(HubConfig { history_size: 0, ..HubConfig::default() });
+    assert_eq!((publish(&bare), publish(&bare)), (1, 2));
+
+    // A position kept for no time is forgotten: seq restarts, under a new
+    // epoch, and a resume from the old epoch is incomplete.
+    let forgetful = HubConfig { history_ttl: Duration::ZERO, history_meta_ttl: Duration::ZERO, ..HubConfig::default() };
+    let hub = self::hub(forgetful);
+    let u: UserId = Arc::from("u");
+    let first = hub.join(&u, 1, hub.new_outbox(), &events(&["e"]), None).expect("join");
+    assert_eq!(publish(&hub), 1);
+    hub.leave("u", 1);
+    hub.sweep();
+    assert_eq!(publish(&hub), 1, "forgotten after the meta TTL");
+    let old = Since { seq: 1, epoch: Some(first.epoch.to_string()) };
+    let again = hub.join(&u, 2, hub.new_outbox(), &events(&["e"]), Some(&old)).expect("join");
+    assert_ne!(again.epoch, first.epoch, "a new stream, a new epoch");
+    let replay = again.replay.expect("replay");
+    assert!(!replay.complete, "the old epoch's seq says nothing about this stream");
+    // The same epoch resumes completely.
+    let same = Since { seq: 1, epoch: Some(again.epoch.to_string()) };
+    let resumed = hub.join(&u, 3, hub.new_outbox(), &events(&["e"]), Some(&same)).expect("join");
+    assert!(resumed.replay.expect("replay").complete);
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::Mode;
-use crate::core::{ConnId, Delivery, EventName, Payload, Replay};
+use crate::core::{ConnId, Delivery, EventName, Joined, Payload, Replay};
 
 /// The frame that carries `delivery` to a connection in `mode`. In envelope
 /// mode the frame is encoded once per delivery and shared by every connection
@@ -114,9 +114,12 @@ fn text(value: serde_json::Value) -> Message {
 }
 
 /// `{"type":"registered","user":..,"conn":"<id>","events":[..],"seq":N}`.
-pub(super) fn registered(user: &str, conn: ConnId, events: &[EventName], seq: u64) -> Message {
-    let events: Vec<&str> = events.iter().map(|e| &**e).collect();
-    text(json!({"type": "registered", "user": user, "conn": conn.to_string(), "events": events, "seq": seq}))
+pub(super) fn registered(user: &str, conn: ConnId, joined: &Joined) -> Message {
+    let events: Vec<&str> = joined.events.iter().map(|e| &**e).collect();
+    let (seq, epoch) = (joined.seq, &*joined.epoch);
+    text(
+        json!({"type": "registered", "user": user, "conn": conn.to_string(), "events": events, "seq": seq, "epoch": epoch}),
+    )
 }
 
 /// `{"type":"recovered","from":F,"to":T,"complete":bool}` after a replay.

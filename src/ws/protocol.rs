@@ -6,15 +6,15 @@
 use serde_json::{Map, Value};
 
 use crate::core::event::EventError;
-use crate::core::{EventName, event_name};
+use crate::core::{EventName, Since, event_name};
 
 /// A parsed client message.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum ClientMessage {
     /// wserver's register message (no `type`, or `"type":"register"`).
     Register(Register),
-    /// `{"type":"subscribe","events":[..],"since":N?}` (envelope mode).
-    Subscribe { events: Vec<EventName>, since: Option<u64> },
+    /// `{"type":"subscribe","events":[..],"since":N?,"epoch":E?}` (envelope mode).
+    Subscribe { events: Vec<EventName>, since: Option<Since> },
     /// `{"type":"unsubscribe","events":[..]}` (envelope mode).
     Unsubscribe(Vec<EventName>),
     /// `{"type":"refresh","token":".."}` (envelope mode).
@@ -23,13 +23,14 @@ pub(super) enum ClientMessage {
     Ping,
 }
 
-/// `{"token": "...", "event": "...", "events": [...], "since": N}`; every
-/// key optional. `event` and `events` are merged, duplicates removed.
+/// `{"token": "...", "event": "...", "events": [...], "since": N, "epoch":
+/// E}`; every key optional. `event` and `events` are merged, duplicates
+/// removed; `epoch` counts only with `since`.
 #[derive(Debug, PartialEq, Eq, Default)]
 pub(super) struct Register {
     pub token: Option<String>,
     pub events: Vec<EventName>,
-    pub since: Option<u64>,
+    pub since: Option<Since>,
 }
 
 /// Why a client message was refused. Each has the `code` of the envelope
@@ -99,12 +100,15 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn since(&self) -> Result<Option<u64>, BadRequest> {
+    /// `since`, with the `epoch` it belongs to when given.
+    fn since(&self) -> Result<Option<Since>, BadRequest> {
+        let epoch = self.string("epoch")?.map(str::to_owned);
         match self.get("since") {
             None => Ok(None),
-            Some(v) => {
-                v.as_u64().map(Some).ok_or(BadRequest::BadField { field: "since", expected: "a non-negative integer" })
-            }
+            Some(v) => match v.as_u64() {
+                Some(seq) => Ok(Some(Since { seq, epoch })),
+                None => Err(BadRequest::BadField { field: "since", expected: "a non-negative integer" }),
+            },
         }
     }
 
@@ -161,7 +165,7 @@ mod tests {
         let m = parse(r#"{"type":"register","event":"a","events":["b","a"],"since":41,"token":null}"#);
         let Ok(ClientMessage::Register(r)) = m else { panic!("{m:?}") };
         assert_eq!(names(&r.events), ["a", "b"]);
-        assert_eq!(r.since, Some(41));
+        assert_eq!(r.since, Some(Since::seq(41)));
         assert_eq!(r.token, None);
     }
 

@@ -89,7 +89,7 @@ async fn join(
     let hub = &conn.ctx.hub;
     let outbox = hub.new_outbox();
     let since = register.since.filter(|_| conn.mode == Mode::Envelope);
-    let joined = match hub.join(&identity.user, conn.id, Arc::clone(&outbox), &register.events, since) {
+    let joined = match hub.join(&identity.user, conn.id, Arc::clone(&outbox), &register.events, since.as_ref()) {
         Ok(joined) => joined,
         Err(error) => return refused_join(conn, &error).map(|()| None),
     };
@@ -99,12 +99,12 @@ async fn join(
         hub: Arc::clone(hub),
         user: Arc::clone(&identity.user),
         identity,
-        events: joined.events,
+        events: joined.events.clone(),
         outbox,
         id: conn.id,
     };
     if conn.mode == Mode::Envelope {
-        conn.queue(envelope::registered(&member.user, conn.id, &member.events, joined.seq))?;
+        conn.queue(envelope::registered(&member.user, conn.id, &joined))?;
         if let Some(replay) = &joined.replay {
             // Taken atomically with the join: written before anything from
             // the outbox, it leaves no gap and no duplicate.
@@ -131,16 +131,16 @@ pub(super) async fn add_events(
     }
     check_allowed(&member.identity, &register.events)?;
     let since = register.since.filter(|_| conn.mode == Mode::Envelope);
-    let joined = match conn.ctx.hub.subscribe(&member.user, conn.id, &register.events, since) {
+    let joined = match conn.ctx.hub.subscribe(&member.user, conn.id, &register.events, since.as_ref()) {
         Ok(joined) => joined,
         // Gone from the hub (disconnected): its outbox is closing already.
         Err(JoinError::ShuttingDown) => return Ok(()),
         Err(error) => return refused_join(conn, &error),
     };
-    member.events = joined.events;
+    member.events = joined.events.clone();
     if conn.mode == Mode::Envelope {
         let message = match reply {
-            Reply::Registered => envelope::registered(&member.user, conn.id, &member.events, joined.seq),
+            Reply::Registered => envelope::registered(&member.user, conn.id, &joined),
             Reply::Subscribed => envelope::subscriptions("subscribed", &member.events),
         };
         conn.queue(message)?;

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ConnId, Hub, JoinError, Joined, Shard, Subscriber, UserId};
+use super::{ConnId, Hub, JoinError, Joined, Shard, Subscriber, UserEntry, UserId};
 use crate::core::event::EventName;
+use crate::core::history::Since;
 use crate::core::outbox::Outbox;
 
 impl Hub {
@@ -18,23 +19,23 @@ impl Hub {
         id: ConnId,
         outbox: Arc<Outbox>,
         events: &[EventName],
-        since: Option<u64>,
+        since: Option<&Since>,
     ) -> Result<Joined, JoinError> {
         if self.is_shutting_down() {
             return Err(JoinError::ShuttingDown);
         }
         let subscribed = new_events(&[], events, self.config.max_events_per_conn)?;
         let mut shard = self.shard(user);
-        let entry = shard.entry(Arc::clone(user)).or_default();
+        let entry = shard.entry(Arc::clone(user)).or_insert_with(UserEntry::new);
         if entry.subscribers.len() >= self.config.max_connections_per_user {
             let n = entry.subscribers.len();
             Self::prune(&mut shard, user);
             return Err(JoinError::UserLimit(n));
         }
         self.metrics.joined(subscribed.len(), entry.subscribers.is_empty());
-        let replay = since.map(|s| entry.history.replay(s, entry.seq, &subscribed, Instant::now()));
+        let replay = since.map(|s| entry.history.replay(s, entry.seq, &entry.epoch, &subscribed, Instant::now()));
         entry.subscribers.push(Subscriber { id, events: subscribed.clone(), outbox });
-        Ok(Joined { events: subscribed, seq: entry.seq, replay })
+        Ok(Joined { events: subscribed, seq: entry.seq, epoch: Arc::clone(&entry.epoch), replay })
     }
 
     /// Adds `events` to a joined connection, all or none; replays after
@@ -44,7 +45,7 @@ impl Hub {
         user: &str,
         id: ConnId,
         events: &[EventName],
-        since: Option<u64>,
+        since: Option<&Since>,
     ) -> Result<Joined, JoinError> {
         let mut shard = self.shard(user);
         let entry = shard.get_mut(user).ok_or(JoinError::ShuttingDown)?;
@@ -54,8 +55,8 @@ impl Hub {
         member.events.extend(added.iter().cloned());
         self.metrics.subscriptions.inc_by(added.len() as i64);
         let events = member.events.clone();
-        let replay = since.map(|s| entry.history.replay(s, seq, &added, Instant::now()));
-        Ok(Joined { events, seq, replay })
+        let replay = since.map(|s| entry.history.replay(s, seq, &entry.epoch, &added, Instant::now()));
+        Ok(Joined { events, seq, epoch: Arc::clone(&entry.epoch), replay })
     }
 
     /// Removes `events` from a joined connection; returns what it still has.
@@ -81,9 +82,11 @@ impl Hub {
         Self::prune(&mut shard, user);
     }
 
-    /// Drops a user's entry once it has neither connections nor history.
+    /// Drops a user's entry once nothing needs it: no connection, no history,
+    /// no idempotency key, and no stream position still worth keeping.
     pub(super) fn prune(shard: &mut Shard, user: &str) {
-        if shard.get_mut(user).is_some_and(|e| e.is_idle()) {
+        let now = Instant::now();
+        if shard.get_mut(user).is_some_and(|e| e.is_idle(now)) {
             shard.remove(user);
         }
     }

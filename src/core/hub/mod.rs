@@ -46,6 +46,10 @@ pub struct HubConfig {
     pub history_size: usize,
     /// How long history is kept (default 5 min).
     pub history_ttl: Duration,
+    /// How long a user's stream position (seq and epoch) is kept after its
+    /// last push (default 30 days), so seq never restarts for a user who was
+    /// away longer than the history.
+    pub history_meta_ttl: Duration,
 }
 
 impl Default for HubConfig {
@@ -58,6 +62,7 @@ impl Default for HubConfig {
             max_message_bytes: 64 * 1024,
             history_size: 64,
             history_ttl: Duration::from_secs(300),
+            history_meta_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -90,8 +95,7 @@ impl Push {
 pub struct Published {
     /// Connections the delivery was queued to.
     pub delivered: u32,
-    /// The user's seq given to it (0 when the user has neither connections nor
-    /// history, so nothing was numbered).
+    /// The user's seq given to it.
     pub seq: u64,
     /// True when the push repeated an idempotency key: not delivered again,
     /// `seq` is the first push's.
@@ -146,18 +150,39 @@ struct Subscriber {
     outbox: Arc<Outbox>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct UserEntry {
     seq: u64,
+    /// The epoch of this user's stream: new whenever the entry is (a new
+    /// process, or a position forgotten after the meta TTL), so a client's
+    /// `since` from an earlier stream is never taken for this one.
+    epoch: Arc<str>,
+    /// Until when the stream position (`seq`) is kept with nothing else
+    /// holding the entry; `None` before the first push.
+    position_until: Option<Instant>,
     subscribers: Vec<Subscriber>,
     history: History,
     keys: RecentKeys,
 }
 
 impl UserEntry {
-    /// True when nothing needs the entry any more.
-    fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.history.is_empty() && self.keys.is_empty()
+    fn new() -> Self {
+        Self {
+            seq: 0,
+            epoch: new_epoch(),
+            position_until: None,
+            subscribers: Vec::new(),
+            history: History::default(),
+            keys: RecentKeys::default(),
+        }
+    }
+
+    /// True when nothing needs the entry any more at `now`.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.subscribers.is_empty()
+            && self.history.is_empty()
+            && self.keys.is_empty()
+            && self.position_until.is_none_or(|until| now >= until)
     }
 }
 
@@ -172,6 +197,8 @@ pub struct Joined {
     pub events: Vec<EventName>,
     /// The user's latest seq.
     pub seq: u64,
+    /// The epoch of the user's stream: seq numbers compare only within one.
+    pub epoch: Arc<str>,
     /// The replay asked for with `since`.
     pub replay: Option<Replay>,
 }
@@ -290,17 +317,16 @@ impl Hub {
         }
         let now = Instant::now();
         let mut shard = self.shard(&push.user_id);
-        let keep = self.config.history_size > 0 || push.idempotency_key.is_some();
         let entry = match shard.get_mut(push.user_id.as_str()) {
             Some(entry) => entry,
-            None if keep => shard.entry(Arc::from(push.user_id)).or_default(),
-            None => return Ok(Published::default()),
+            None => shard.entry(Arc::from(push.user_id)).or_insert_with(UserEntry::new),
         };
         if let Some(seq) = push.idempotency_key.as_deref().and_then(|k| entry.keys.get(k)) {
             return Ok(Published { delivered: 0, seq, duplicate: true });
         }
         entry.seq += 1;
         let seq = entry.seq;
+        entry.position_until = now.checked_add(self.config.history_meta_ttl);
         let replay_until = push.ttl.map(|ttl| now + ttl);
         let event = interned(&entry.subscribers, &push.event).unwrap_or_else(|| Arc::from(push.event));
         let delivery = Arc::new(Delivery::accepted_at(now, event, Some(seq), push.payload, replay_until));
@@ -383,16 +409,17 @@ impl Hub {
         users.iter().map(|u| self.shard(u).get(u.as_str()).map_or(0, |e| e.subscribers.len() as u32)).collect()
     }
 
-    /// Expires history older than the history TTL and drops entries left
-    /// empty. Called periodically by the heartbeat.
+    /// Expires history and idempotency keys older than the history TTL, and
+    /// drops entries nothing needs any more (see `UserEntry::is_idle`).
+    /// Called periodically by the heartbeat.
     pub fn sweep(&self) {
         let now = Instant::now();
         let ttl = self.config.history_ttl;
         for mut shard in self.each_shard() {
             shard.retain(|_, e| {
-                let history_empty = e.history.expire(ttl, now);
-                let keys_empty = e.keys.expire(ttl, now);
-                !(history_empty && keys_empty && e.subscribers.is_empty())
+                e.history.expire(ttl, now);
+                e.keys.expire(ttl, now);
+                !e.is_idle(now)
             });
         }
     }
@@ -412,4 +439,13 @@ impl Hub {
 /// it saves an allocation (and a free) per push.
 fn interned(subscribers: &[Subscriber], event: &str) -> Option<EventName> {
     subscribers.iter().flat_map(|m| m.events.iter()).find(|e| &***e == event).cloned()
+}
+
+/// A fresh, unpredictable epoch: 16 hex digits from a randomly seeded hasher
+/// over the process, the time and a counter (so two are never alike).
+fn new_epoch() -> Arc<str> {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let seed = RandomState::default().hash_one((std::process::id(), Instant::now(), n));
+    Arc::from(format!("{seed:016x}"))
 }
