@@ -102,6 +102,7 @@ pub async fn start(
         tracker: tracker.clone(),
         tls: public_tls,
         push: public_push,
+        demo: ws::Demo::from_config(&config, internal_addr),
     };
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
     tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), config.heartbeat, accept.clone()));

@@ -15,6 +15,7 @@
 //! task holds only the WebSocket stream, the session state and the outbox.
 
 mod close;
+mod demo;
 mod envelope;
 mod handshake;
 mod limits;
@@ -40,6 +41,7 @@ use crate::config::PublicConfig;
 use crate::core::{Authenticator, Hub};
 use limits::{MemoryWatch, Sessions};
 
+pub use demo::Demo;
 pub use handshake::ENVELOPE_PROTOCOL;
 
 /// What the public listener needs, injected by `server`.
@@ -57,6 +59,8 @@ pub struct WsContext {
     /// Answers `POST /push` on this listener (`--push-on-public`); injected
     /// by `server` so this adapter knows nothing of the producer API.
     pub push: Option<axum::Router>,
+    /// `GET /demo` and its SDK file (`--demo`).
+    pub demo: Option<Demo>,
 }
 
 /// Which protocol a connection speaks, chosen by its sub-protocol offer.
