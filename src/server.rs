@@ -114,6 +114,7 @@ pub async fn start(
         tracker: tracker.clone(),
         tls: public_tls,
         push: public_push,
+        demo: ws::Demo::from_config(&config, internal_addr),
     };
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
     let (ping, pong) = (config.heartbeat.ping_interval, config.heartbeat.pong_timeout);

@@ -96,6 +96,8 @@ pub struct PublicConfig {
     pub tls: Option<TlsFiles>,
     /// Serve wserver's `POST /push` here too (default off; needs a key).
     pub push_on_public: bool,
+    /// Serve the demo page `GET /demo` (default off; loopback binds only).
+    pub demo: bool,
 }
 
 /// The producer listener.
@@ -205,6 +207,7 @@ impl Settings {
             public_tls_cert,
             public_tls_key,
             push_on_public,
+            demo,
             insecure,
             register_timeout,
             handshake_timeout,
@@ -252,6 +255,7 @@ impl Settings {
                 max_client_frame_bytes: s.max_client_frame_bytes.unwrap_or(4096),
                 tls: tls_files(s.public_tls_cert.clone(), s.public_tls_key.clone(), None, "public-tls-cert")?,
                 push_on_public: s.push_on_public.unwrap_or(false),
+                demo: s.demo.unwrap_or(false),
             },
             internal: InternalConfig {
                 addr: s.internal_addr.unwrap_or(([127, 0, 0, 1], 50051).into()),
@@ -322,6 +326,9 @@ impl Config {
         }
         if self.public.push_on_public && self.internal.api_keys.is_empty() {
             return invalid("push-on-public", "--push-on-public needs at least one --api-key");
+        }
+        if self.public.demo && !self.public.addr.ip().is_loopback() {
+            return invalid("demo", "--demo serves a development page: the public listener must be on loopback");
         }
         if insecure {
             return Ok(());

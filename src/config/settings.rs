@@ -130,6 +130,9 @@ pub struct Settings {
     /// Also serve wserver's `POST /push` on the public listener (needs --api-key).
     #[arg(long, env = "PUSHGATE_PUSH_ON_PUBLIC", num_args = 0..=1, default_missing_value = "true")]
     pub push_on_public: Option<bool>,
+    /// Serve a demo page at /demo on the public listener (loopback binds only).
+    #[arg(long, env = "PUSHGATE_DEMO", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
     /// Allow non-loopback binds without auth or producer keys.
     #[arg(long, env = "PUSHGATE_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,

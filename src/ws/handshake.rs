@@ -51,6 +51,9 @@ pub(super) async fn respond<'a>(
     if let (Some(push), "/push") = (&ctx.push, path) {
         return Ok(delegate(push, req).await);
     }
+    if let Some(reply) = ctx.demo.as_ref().and_then(|demo| demo.respond(req.method(), path)) {
+        return Ok(reply);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let known = path == ctx.config.ws_path || path == "/healthz" || path == "/readyz";
         let status = if known { StatusCode::METHOD_NOT_ALLOWED } else { StatusCode::NOT_FOUND };

@@ -17,6 +17,7 @@
 
 mod admission;
 mod close;
+mod demo;
 mod envelope;
 mod handshake;
 mod live;
@@ -41,6 +42,8 @@ use crate::core::{Authenticator, Hub};
 use crate::net::{accept_loop, tls};
 use admission::{MemoryWatch, Sessions};
 
+pub(crate) use demo::Demo;
+
 /// What the public listener needs, injected by `server`.
 pub struct WsContext {
     pub hub: Arc<Hub>,
@@ -56,6 +59,8 @@ pub struct WsContext {
     /// Answers `POST /push` on this listener (`--push-on-public`); injected
     /// by `server` so this adapter knows nothing of the producer API.
     pub push: Option<axum::Router>,
+    /// `GET /demo` and its SDK file (`--demo`).
+    pub demo: Option<Demo>,
 }
 
 /// Which protocol a connection speaks, chosen by its sub-protocol offer.
