@@ -18,11 +18,38 @@ use tracing::Instrument as _;
 
 use crate::net::{accept_loop, tls};
 
-/// HTTP/2 receive window per stream: large enough that one `PushStream`
-/// keeps a producer busy across a loopback or LAN round trip.
-const STREAM_WINDOW: u32 = 1 << 20;
-/// HTTP/2 receive window per connection, shared by its streams.
-const CONNECTION_WINDOW: u32 = 2 << 20;
+/// HTTP/2 receive window per stream (the protocol's default size): what a
+/// `PushStream` producer may have sent beyond the requests read so far. It
+/// keeps a producer busy across a loopback or LAN round trip (64 KiB in
+/// flight per round trip).
+///
+/// It is kept small against [`CONNECTION_WINDOW`] because of h2's guard
+/// against floods of small DATA frames: every unread frame under 256 bytes is
+/// charged `256 - len` against a per-connection budget of half the connection
+/// window, and the connection is closed with `GOAWAY ENHANCE_YOUR_CALM`
+/// (`too_many_data_frames`) once the budget is spent. A producer sending
+/// each push in its own frame and reading replies late fills a stream window
+/// with such frames while the gateway stops reading (the back-pressure of
+/// `PushStream`); with a 1 MiB stream window that was ~6 500 pushes of ~100
+/// bytes, and the whole connection died instead of being held back.
+const STREAM_WINDOW: u32 = 64 << 10;
+/// HTTP/2 receive window per connection, shared by its streams: room for
+/// other calls while streams are held back, and twice the DATA frame budget
+/// (see [`STREAM_WINDOW`]).
+const CONNECTION_WINDOW: u32 = 4 << 20;
+
+/// The smallest DATA frame a producer's push plausibly comes in: the 5-byte
+/// gRPC prefix and a `PushRequest` with one-byte `user_id`, `event` and
+/// `message` and a short `request_id`.
+const SMALLEST_PUSH_FRAME: u32 = 20;
+/// Stalled `PushStream`s of such frames one connection holds without h2
+/// closing it (of 100-byte pushes, about twenty).
+const STALLED_STREAMS: u32 = 2;
+// h2's DATA frame budget (half the connection window, see STREAM_WINDOW)
+// covers that many full stream windows of the smallest pushes.
+const _: () = assert!(
+    STALLED_STREAMS * (STREAM_WINDOW / SMALLEST_PUSH_FRAME) * (256 - SMALLEST_PUSH_FRAME) <= CONNECTION_WINDOW / 2
+);
 
 /// Serves `router` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share the
 /// port) until `shutdown`; in-flight requests finish, each connection task is
