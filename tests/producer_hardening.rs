@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use futures_util::StreamExt as _;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use pushgate::config::Settings;
 use pushgate::proto::push_service_client::PushServiceClient;
 use pushgate::proto::{BroadcastRequest, DisconnectRequest, PushBatchRequest, PushReply, PushRequest};
 use serde_json::json;
@@ -95,10 +96,20 @@ async fn small_frames_on_a_stalled_push_stream_keep_the_connection() {
 
 // ------------------------------------------------------------ length limits
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
 /// One HTTP/1.1 POST to the internal port: (status, body).
 async fn post(gw: &Gateway, path: &str, key: Option<&str>, body: String) -> (u16, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = hyper::Request::builder().method("POST").uri(format!("{}{path}", gw.internal_url()));
+    post_to(&http_client(), &gw.internal_url(), path, key, body).await
+}
+
+/// One HTTP/1.1 POST to `base` (`http://ADDR`) with `client`: (status, body).
+async fn post_to(client: &HttpClient, base: &str, path: &str, key: Option<&str>, body: String) -> (u16, String) {
+    let mut request = hyper::Request::builder().method("POST").uri(format!("{base}{path}"));
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
@@ -184,4 +195,94 @@ async fn ids_over_256_bytes_are_refused_on_every_path() {
     // Nothing refused was pushed: only the unary push at the limit and the
     // stream's and batch's last requests.
     assert_eq!(gw.running.hub.stats().pushes, 3);
+}
+
+// ------------------------------------------------------- refused-key floods
+
+/// Log output kept in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().expect("log lock").clone();
+        String::from_utf8(bytes).expect("utf-8").lines().map(str::to_owned).collect()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// The value of `pushgate_producer_auth_failures_total{transport}` scraped
+/// from `/metrics`.
+async fn auth_failures(gw: &Gateway, transport: &str) -> u64 {
+    let client = http_client();
+    let uri = format!("{}/metrics", gw.internal_url()).parse().expect("uri");
+    let response = timeout(WAIT, client.get(uri)).await.expect("in time").expect("scrape");
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8(body.to_vec()).expect("utf-8");
+    let series = format!("pushgate_producer_auth_failures_total{{transport=\"{transport}\"}} ");
+    let line = text.lines().find_map(|l| l.strip_prefix(series.as_str()));
+    line.unwrap_or_else(|| panic!("no {series}in {text}")).parse().expect("a count")
+}
+
+/// Calls without a valid key, on every transport that takes one, are each
+/// counted in `pushgate_producer_auth_failures_total{transport}`, but logged
+/// at most once per 10 s per transport, with the count since the last line.
+#[tokio::test]
+async fn refused_keys_are_counted_and_their_log_lines_bounded() {
+    const N: u64 = 1_000;
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_max_level(tracing::Level::WARN);
+    let _logging = tracing::subscriber::set_default(subscriber.with_ansi(false).finish());
+    let settings = Settings { api_keys: Some(vec!["k1".into()]), push_on_public: Some(true), ..common::settings() };
+    let gw = common::start(settings).await;
+    let started = std::time::Instant::now();
+
+    let mut grpc = gw.grpc().await;
+    let http = http_client();
+    let public = format!("http://{}", gw.public());
+    let body = json!({"userId": "u", "event": "e", "message": "m"}).to_string();
+    for i in 0..N {
+        let key = (i % 2 == 0).then_some("wrong");
+        let status = grpc.push(text_push("u", "e", "m")).await.expect_err("no key");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let path = if i % 2 == 0 { "/push" } else { "/v1/push" };
+        assert_eq!(post_to(&http, &gw.internal_url(), path, key, body.clone()).await.0, 401);
+        assert_eq!(post_to(&http, &public, "/push", key, body.clone()).await.0, 401);
+    }
+    // A valid key is neither counted nor refused.
+    assert_eq!(post_to(&http, &gw.internal_url(), "/push", Some("k1"), body.clone()).await.0, 200);
+
+    for transport in ["grpc", "http", "public_http"] {
+        assert_eq!(auth_failures(&gw, transport).await, N, "{transport}");
+    }
+    let most = 1 + started.elapsed().as_secs() / 10;
+    let lines = logs.lines();
+    for transport in ["grpc", "http", "public_http"] {
+        let label = format!("transport=\"{transport}\"");
+        let mine: Vec<&String> =
+            lines.iter().filter(|l| l.contains("without a valid key") && l.contains(&label)).collect();
+        assert!(
+            (1..=most as usize).contains(&mine.len()),
+            "{transport}: {} lines, at most {most}: {mine:#?}",
+            mine.len()
+        );
+        assert!(mine[0].contains("WARN") && mine[0].contains("refused=1"), "{}", mine[0]);
+    }
+    assert!(lines.len() <= 3 * most as usize, "{} lines: {lines:#?}", lines.len());
 }

@@ -2,6 +2,7 @@
 //! knowledge (h2c, which is what gRPC clients speak) on one port, detected
 //! per connection by hyper-util's `auto` builder.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::net::throttle::{LogThrottle, REPORT_INTERVAL};
 use crate::net::{accept_loop, tls};
 
 /// HTTP/2 receive window per stream (the protocol's default size): what a
@@ -64,12 +66,14 @@ pub(crate) async fn serve(
 ) {
     let builder = connection_builder();
     let graceful = GracefulShutdown::new();
+    let tls_failures = Arc::new(LogThrottle::new(REPORT_INTERVAL));
     let setup = ConnSetup {
         builder: &builder,
         graceful: &graceful,
         tracker: &tracker,
         router: &router,
         tls: tls.as_ref(),
+        tls_failures: &tls_failures,
         handshake_timeout,
     };
     accept_loop(&listener, "internal", &shutdown, |stream, peer| setup.spawn(stream, peer)).await;
@@ -99,6 +103,9 @@ struct ConnSetup<'a> {
     tracker: &'a TaskTracker,
     router: &'a Router,
     tls: Option<&'a TlsAcceptor>,
+    /// Failed handshakes are logged at most once per interval: anyone who
+    /// reaches the port can fail one.
+    tls_failures: &'a Arc<LogThrottle>,
     handshake_timeout: Duration,
 }
 
@@ -111,13 +118,16 @@ impl ConnSetup<'_> {
         let builder = self.builder.clone();
         let tls = self.tls.cloned();
         let timeout = self.handshake_timeout;
+        let tls_failures = Arc::clone(self.tls_failures);
         let watcher = self.graceful.watcher();
         self.tracker.spawn(
             async move {
                 let socket = match tls::accept(tls.as_ref(), stream, timeout).await {
                     Ok(socket) => socket,
                     Err(error) => {
-                        tracing::info!(%error, "producer TLS handshake failed");
+                        if let Some(failed) = tls_failures.hit() {
+                            tracing::info!(%error, failed, "producer TLS handshakes failed since the last report");
+                        }
                         return;
                     }
                 };
