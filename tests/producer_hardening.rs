@@ -286,3 +286,109 @@ async fn refused_keys_are_counted_and_their_log_lines_bounded() {
     }
     assert!(lines.len() <= 3 * most as usize, "{} lines: {lines:#?}", lines.len());
 }
+
+// ------------------------------------------------------------ slow requests
+
+/// Connects to `addr`, writes `head`, then `trickled` one byte every 200 ms,
+/// while reading what the gateway answers. Returns that answer and how long
+/// after connecting the gateway ended the connection (closed or reset).
+/// Fails when it has not after [`WAIT`].
+async fn trickle(addr: std::net::SocketAddr, head: &'static [u8], trickled: &'static [u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let started = std::time::Instant::now();
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        writer.write_all(head).await?;
+        for byte in trickled {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            writer.write_all(&[*byte]).await?;
+        }
+        std::io::Result::Ok(writer)
+    });
+    let mut answer = Vec::new();
+    let read = timeout(WAIT, async {
+        let mut buf = [0u8; 1024];
+        // The end of the connection: EOF, or a reset when unread bytes remained.
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            answer.extend_from_slice(&buf[..n]);
+        }
+    });
+    read.await.unwrap_or_else(|_| panic!("the gateway still holds the connection after {WAIT:?}"));
+    let ended = started.elapsed();
+    writing.abort();
+    (String::from_utf8_lossy(&answer).into_owned(), ended)
+}
+
+fn short_timeouts() -> Settings {
+    Settings {
+        handshake_timeout: Some(Duration::from_millis(500)),
+        request_body_timeout: Some(Duration::from_millis(500)),
+        ..common::settings()
+    }
+}
+
+/// An HTTP/1.1 body sent at 5 bytes a second (13 s for all of it) is
+/// answered 408 and its
+/// connection closed once `--request-body-timeout` has passed, while other
+/// producers are served meanwhile.
+#[tokio::test]
+async fn a_slow_http1_body_is_cut_off_and_others_are_served() {
+    let gw = common::start(short_timeouts()).await;
+    let head = b"POST /v1/push HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 65\r\n\r\n";
+    let body = br#"{"user_id":"u","event":"e","message":"slow....................."}"#;
+    let slow = tokio::spawn(trickle(gw.internal(), head, &body[..]));
+
+    // Meanwhile, over HTTP/1.1 and gRPC.
+    let fast = json!({"user_id": "u", "event": "e", "message": "fast"}).to_string();
+    assert_eq!(post(&gw, "/v1/push", None, fast).await.0, 200);
+    gw.grpc().await.push(text_push("u", "e", "grpc")).await.expect("gRPC push");
+
+    let (answer, ended) = slow.await.expect("slow client");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(ended < Duration::from_secs(3), "held for {ended:?}");
+    assert_eq!(gw.running.hub.stats().pushes, 2, "the slow push was not made");
+}
+
+/// A connection that sends nothing, a head at 5 bytes a second, or part of
+/// the HTTP/2 preface and then nothing is closed once `--handshake-timeout`
+/// has passed.
+#[tokio::test]
+async fn silent_or_slow_heads_are_cut_off() {
+    let gw = common::start(short_timeouts()).await;
+    let cases: [(&str, &'static [u8], &'static [u8]); 3] = [
+        ("silence", b"", b""),
+        (
+            "a slow head",
+            b"POST /push HTTP/1.1\r\n",
+            b"host: example.test\r\nx-padding: longer than 10 s at 5 bytes a second\r\n\r\n",
+        ),
+        ("part of the HTTP/2 preface", b"PRI * HTTP/2.0\r\n", b""),
+    ];
+    let runs = cases.map(|(name, head, trickled)| (name, tokio::spawn(trickle(gw.internal(), head, trickled))));
+    for (name, run) in runs {
+        let (answer, ended) = run.await.expect("client");
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{name}: {answer}");
+        assert!(ended < Duration::from_secs(3), "{name}: held for {ended:?}");
+    }
+}
+
+/// The HTTP/1 limits leave HTTP/2 alone: a `PushStream` idle for longer than
+/// both timeouts goes on.
+#[tokio::test]
+async fn a_push_stream_outlives_the_http1_timeouts() {
+    let gw = common::start(short_timeouts()).await;
+    let mut client = gw.grpc().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PushRequest>(1);
+    let outbound = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    tx.send(text_push("u", "e", "first")).await.expect("send");
+    let mut replies = client.push_stream(outbound).await.expect("stream").into_inner();
+    let first = timeout(WAIT, replies.message()).await.expect("in time").expect("reply").expect("open");
+    assert!(first.error.is_none());
+    tokio::time::sleep(Duration::from_millis(1500)).await; // three times each limit
+    tx.send(text_push("u", "e", "second")).await.expect("send");
+    let second = timeout(WAIT, replies.message()).await.expect("in time").expect("the stream lives").expect("open");
+    assert!(second.error.is_none() && second.seq > first.seq);
+    drop(tx);
+    assert!(timeout(WAIT, replies.message()).await.expect("in time").expect("clean end").is_none());
+}

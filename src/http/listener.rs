@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::middleware;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use super::deadlines::{Detecting, read_in_time};
 use crate::net::throttle::{LogThrottle, REPORT_INTERVAL};
 use crate::net::{accept_loop, tls};
 
@@ -53,18 +55,34 @@ const _: () = assert!(
     STALLED_STREAMS * (STREAM_WINDOW / SMALLEST_PUSH_FRAME) * (256 - SMALLEST_PUSH_FRAME) <= CONNECTION_WINDOW / 2
 );
 
+/// The time limits of producer connections (see [`super::deadlines`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// For a TLS handshake, for the first bytes of a connection, and for an
+    /// HTTP/1.1 request head (`--handshake-timeout`).
+    pub handshake: Duration,
+    /// For an HTTP/1.1 request from the end of its head to its answer
+    /// (`--request-body-timeout`).
+    pub request_body: Duration,
+}
+
 /// Serves `router` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share the
 /// port) until `shutdown`; in-flight requests finish, each connection task is
-/// on `tracker`. A producer has `handshake_timeout` for its TLS handshake.
+/// on `tracker`. A producer has `timeouts.handshake` for its TLS handshake,
+/// its first bytes and each HTTP/1.1 request head, and `timeouts.request_body`
+/// for each HTTP/1.1 request body.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
-    handshake_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let builder = connection_builder();
+    let body_timeout = timeouts.request_body;
+    let router = router.layer(middleware::from_fn(move |request, next| read_in_time(body_timeout, request, next)));
+    let handshake_timeout = timeouts.handshake;
+    let builder = connection_builder(handshake_timeout);
     let graceful = GracefulShutdown::new();
     let tls_failures = Arc::new(LogThrottle::new(REPORT_INTERVAL));
     let setup = ConnSetup {
@@ -82,10 +100,12 @@ pub(crate) async fn serve(
     graceful.shutdown().await;
 }
 
-/// The connection settings shared by every producer connection.
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+/// The connection settings shared by every producer connection. An HTTP/1.1
+/// request head must arrive within `header_timeout`, which is also how long
+/// an idle keep-alive connection is kept.
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -131,7 +151,8 @@ impl ConnSetup<'_> {
                         return;
                     }
                 };
-                let connection = watcher.watch(builder.serve_connection(TokioIo::new(socket), service).into_owned());
+                let socket = TokioIo::new(Detecting::new(socket, timeout));
+                let connection = watcher.watch(builder.serve_connection(socket, service).into_owned());
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "producer connection ended with an error");
                 }

@@ -7,6 +7,7 @@
 //! balancers; they reveal counts, no user data). A wrong method gets 405 before
 //! the key is looked at, as in wserver.
 
+mod deadlines;
 mod listener;
 mod mirror;
 mod wserver;
@@ -24,7 +25,7 @@ use crate::core::{Hub, ProducerKeys, ProducerTransport};
 use crate::net::bearer;
 use crate::net::throttle::KeyRefusals;
 
-pub(crate) use listener::serve;
+pub(crate) use listener::{Timeouts, serve};
 
 /// What every route handler shares: the hub, the producer keys, and the
 /// count of calls refused for want of one.
