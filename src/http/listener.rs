@@ -34,8 +34,9 @@ use crate::net::{accept_loop, tls};
 /// (`too_many_data_frames`) once the budget is spent. A producer sending
 /// each push in its own frame and reading replies late fills a stream window
 /// with such frames while the gateway stops reading (the back-pressure of
-/// `PushStream`); with a 1 MiB stream window that was ~6 500 pushes of ~100
-/// bytes, and the whole connection died instead of being held back.
+/// `PushStream`); with a 1 MiB stream window such a producer was cut off
+/// after a few thousand unread pushes, and every call on its connection died
+/// instead of being held back.
 const STREAM_WINDOW: u32 = 64 << 10;
 /// HTTP/2 receive window per connection, shared by its streams: room for
 /// other calls while streams are held back, and twice the DATA frame budget
