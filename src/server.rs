@@ -97,15 +97,11 @@ pub async fn start(
     let public_push = config.public.push_on_public.then(|| http::public_push_router(Arc::clone(&hub), keys.clone()));
     let grpc = grpc::services(Arc::clone(&hub), keys.clone()).await;
     let internal = http::router(Arc::clone(&hub), keys).merge(grpc.routes);
-    let handshake_timeout = config.public.handshake_timeout;
-    tokio::spawn(http::serve(
-        listeners.internal,
-        internal,
-        internal_tls,
-        handshake_timeout,
-        accept.clone(),
-        tracker.clone(),
-    ));
+    let timeouts = http::Timeouts {
+        handshake: config.public.handshake_timeout,
+        request_body: config.internal.request_body_timeout,
+    };
+    tokio::spawn(http::serve(listeners.internal, internal, internal_tls, timeouts, accept.clone(), tracker.clone()));
     let ctx = ws::WsContext {
         hub: Arc::clone(&hub),
         auth,

@@ -54,9 +54,9 @@ impl ApiError {
     /// The gRPC status code of this error.
     pub const fn code(&self) -> Code {
         match self {
-            ApiError::Push(PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. }) => {
-                Code::InvalidArgument
-            }
+            ApiError::Push(
+                PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. } | PushError::TooLong { .. },
+            ) => Code::InvalidArgument,
             ApiError::Push(PushError::ShuttingDown) => Code::Unavailable,
             ApiError::Unauthenticated => Code::Unauthenticated,
         }

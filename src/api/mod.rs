@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub use error::{ApiError, Code};
 
+use crate::core::hub::{MAX_REQUEST_ID_BYTES, MAX_USER_ID_BYTES, check_length};
 use crate::core::{Hub, Payload, Published, Push, PushError, validate_event};
 use crate::proto::{
     BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, OnlineReply, OnlineRequest, PushBatchReply,
@@ -51,18 +52,28 @@ pub fn publish(hub: &Hub, push: Push) -> Result<Published, ApiError> {
 /// event.
 pub fn push(hub: &Hub, mut request: PushRequest) -> Result<PushReply, ApiError> {
     let request_id = std::mem::take(&mut request.request_id);
+    check_request_id("push", &request_id)?;
     publish(hub, to_push(request)).map(|published| reply(published, request_id))
 }
 
 /// One push of a `PushStream` or `PushBatch`: like [`push`], but a failure
-/// becomes the reply's `error` (with the request id echoed) instead of ending
-/// the call.
+/// becomes the reply's `error` (with the request id echoed, unless it is the
+/// id that is too long) instead of ending the call.
 pub fn push_reply(hub: &Hub, mut request: PushRequest) -> PushReply {
     let request_id = std::mem::take(&mut request.request_id);
+    if let Err(e) = check_request_id("push", &request_id) {
+        return PushReply { error: Some(e.to_proto()), ..Default::default() };
+    }
     match publish(hub, to_push(request)) {
         Ok(published) => reply(published, request_id),
         Err(e) => PushReply { request_id, error: Some(e.to_proto()), ..Default::default() },
     }
+}
+
+/// Refuses a `request_id` over [`MAX_REQUEST_ID_BYTES`]: the gateway echoes
+/// it, so it is bounded like the other ids.
+fn check_request_id(call: &'static str, request_id: &str) -> Result<(), ApiError> {
+    check_length("request_id", request_id, MAX_REQUEST_ID_BYTES).map_err(|e| refused(call, e))
 }
 
 /// The reply to an accepted push.
@@ -86,6 +97,10 @@ pub fn push_batch(hub: &Hub, request: PushBatchRequest) -> PushBatchReply {
 /// event (only those of `user_ids` when given). Without `user_ids` it walks
 /// every user of the hub.
 pub fn broadcast(hub: &Hub, request: BroadcastRequest) -> Result<BroadcastReply, ApiError> {
+    check_request_id("broadcast", &request.request_id)?;
+    for user in &request.user_ids {
+        check_length("user_ids", user, MAX_USER_ID_BYTES).map_err(|e| refused("broadcast", e))?;
+    }
     let payload = match request.payload {
         Some(broadcast_request::Payload::Message(text)) => Payload::text(text),
         Some(broadcast_request::Payload::Data(data)) => Payload::Binary(data),
@@ -104,6 +119,7 @@ pub fn disconnect(hub: &Hub, request: DisconnectRequest) -> Result<DisconnectRep
     if request.user_id.is_empty() {
         return Err(refused("disconnect", PushError::EmptyUser));
     }
+    check_length("user_id", &request.user_id, MAX_USER_ID_BYTES).map_err(|e| refused("disconnect", e))?;
     if let Some(event) = &request.event {
         validate_event(event).map_err(|e| refused("disconnect", PushError::BadEvent(e)))?;
     }
@@ -193,6 +209,26 @@ mod tests {
         assert!(err(request("u", "e", "too long")).to_string().contains("message"));
         let reply = push_reply(&hub, request("", "e", "x"));
         assert_eq!((reply.request_id.as_str(), reply.error.map(|e| e.code)), ("r1", Some(3)));
+        let long = "x".repeat(257);
+        assert!(err(request(&long, "e", "x")).to_string().contains("user_id"));
+        let keyed = PushRequest { idempotency_key: long.clone(), ..request("u", "e", "x") };
+        assert!(err(keyed).to_string().contains("idempotency_key"));
+        let tagged = PushRequest { request_id: long.clone(), ..request("u", "e", "x") };
+        assert!(err(tagged.clone()).to_string().contains("request_id"));
+        let reply = push_reply(&hub, tagged);
+        assert_eq!((reply.request_id.as_str(), reply.error.map(|e| e.code)), ("", Some(3)));
+        let at_limit = "x".repeat(256);
+        let fits = PushRequest {
+            idempotency_key: at_limit.clone(),
+            request_id: at_limit.clone(),
+            ..request(&at_limit, "e", "x")
+        };
+        assert!(push(&hub, fits).is_ok());
+        let wide =
+            BroadcastRequest { event: "e".into(), user_ids: vec!["u".into(), long.clone()], ..Default::default() };
+        assert!(broadcast(&hub, wide).expect_err("refused").to_string().contains("user_ids"));
+        let gone = DisconnectRequest { user_id: long, event: None };
+        assert_eq!(disconnect(&hub, gone).map_err(|e| e.code()), Err(Code::InvalidArgument));
         let bad = DisconnectRequest { user_id: "u".into(), event: Some(String::new()) };
         assert_eq!(disconnect(&hub, bad).map_err(|e| e.code()), Err(Code::InvalidArgument));
         hub.begin_shutdown();

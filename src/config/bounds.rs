@@ -31,6 +31,7 @@ impl Config {
         let (public, hub, auth, beat) = (&self.public, &self.hub, &self.auth, &self.heartbeat);
         within("register-timeout", public.register_timeout, MS, HOUR)?;
         within("handshake-timeout", public.handshake_timeout, MS, HOUR)?;
+        within("request-body-timeout", self.internal.request_body_timeout, MS, HOUR)?;
         within("ping-interval", beat.ping_interval, 10 * MS, DAY)?;
         within("pong-timeout", beat.pong_timeout, MS, DAY)?;
         within("drain-timeout", self.drain_timeout, Duration::ZERO, HOUR)?;

@@ -109,6 +109,10 @@ pub struct InternalConfig {
     pub api_keys: Vec<String>,
     /// TLS, optionally mutual; default none.
     pub tls: Option<TlsFiles>,
+    /// Time an HTTP/1.1 request has from the end of its head to be read and
+    /// answered (default 30 s). Its head, like a TLS handshake, has
+    /// `public.handshake_timeout`.
+    pub request_body_timeout: Duration,
 }
 
 /// Browser authentication.
@@ -211,6 +215,7 @@ impl Settings {
             insecure,
             register_timeout,
             handshake_timeout,
+            request_body_timeout,
             ping_interval,
             pong_timeout,
             drain_timeout,
@@ -261,6 +266,7 @@ impl Settings {
                 addr: s.internal_addr.unwrap_or(([127, 0, 0, 1], 50051).into()),
                 api_keys,
                 tls: tls_files(s.tls_cert.clone(), s.tls_key.clone(), s.tls_client_ca.clone(), "tls-cert")?,
+                request_body_timeout: s.request_body_timeout.unwrap_or(Duration::from_secs(30)),
             },
             hub,
             auth: AuthConfig {

@@ -140,10 +140,17 @@ pub struct Settings {
     #[arg(long, env = "PUSHGATE_REGISTER_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub register_timeout: Option<Duration>,
-    /// Time allowed for the HTTP upgrade request. [default: 5s]
+    /// Time allowed for a TLS handshake and an HTTP/1.1 request head, on
+    /// both listeners (the upgrade request on the public one). [default: 5s]
     #[arg(long, env = "PUSHGATE_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub handshake_timeout: Option<Duration>,
+    /// Time an HTTP/1.1 request on the internal listener has, from the end of
+    /// its head, to send its body and be answered; later it gets 408 and the
+    /// connection closes. HTTP/2 (gRPC) streams have no such limit. [default: 30s]
+    #[arg(long, env = "PUSHGATE_REQUEST_BODY_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub request_body_timeout: Option<Duration>,
     /// Interval between server pings. [default: 25s]
     #[arg(long, env = "PUSHGATE_PING_INTERVAL", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]

@@ -38,6 +38,41 @@ pub enum PushResult {
     Duplicate,
 }
 
+/// Where a producer call without a valid key was refused, for
+/// `pushgate_producer_auth_failures_total{transport}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerTransport {
+    /// A PushService call on the internal listener.
+    Grpc,
+    /// `POST /push` or `/v1/*` on the internal listener.
+    Http,
+    /// wserver's `POST /push` on the public listener (`--push-on-public`).
+    PublicHttp,
+}
+
+impl ProducerTransport {
+    /// Every transport, in the order of [`ProducerTransport::index`].
+    const ALL: [ProducerTransport; 3] =
+        [ProducerTransport::Grpc, ProducerTransport::Http, ProducerTransport::PublicHttp];
+
+    /// The `transport` label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ProducerTransport::Grpc => "grpc",
+            ProducerTransport::Http => "http",
+            ProducerTransport::PublicHttp => "public_http",
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            ProducerTransport::Grpc => 0,
+            ProducerTransport::Http => 1,
+            ProducerTransport::PublicHttp => 2,
+        }
+    }
+}
+
 /// Live metrics of one hub.
 #[derive(Debug)]
 pub struct Metrics {
@@ -51,6 +86,7 @@ pub struct Metrics {
     drops: [Counter; 2],
     disconnects: Family<Labels, Counter>,
     write_latency: Histogram,
+    producer_auth_failures: [Counter; 3],
     /// Broker publish errors (0 with the in-process broker).
     pub broker_errors: Counter,
     /// Broker reconnects (0 with the in-process broker).
@@ -104,6 +140,9 @@ impl Metrics {
         let write_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let broker_errors = Counter::default();
         let broker_reconnects = Counter::default();
+        let auth_failures_family = Family::<Labels, Counter>::default();
+        let producer_auth_failures = ProducerTransport::ALL
+            .map(|t| auth_failures_family.get_or_create_owned(&vec![("transport", t.label().to_owned())]));
         registry.register("connections", "WebSocket connections joined to the hub", connections.clone());
         registry.register("users", "Users with at least one connection", users.clone());
         registry.register("subscriptions", "Connection-event subscriptions", subscriptions.clone());
@@ -121,6 +160,11 @@ impl Metrics {
         );
         registry.register("broker_publish_errors", "Broker publish errors", broker_errors.clone());
         registry.register("broker_reconnects", "Broker reconnects", broker_reconnects.clone());
+        registry.register(
+            "producer_auth_failures",
+            "Producer calls refused for a missing or wrong key, by transport",
+            auth_failures_family,
+        );
         Self {
             connections,
             users,
@@ -132,6 +176,7 @@ impl Metrics {
             drops,
             disconnects,
             write_latency,
+            producer_auth_failures,
             broker_errors,
             broker_reconnects,
             registry,
@@ -152,6 +197,17 @@ impl Metrics {
             PushResult::Duplicate => 3,
         };
         self.pushes[i].inc();
+    }
+
+    /// Counts a producer call refused for a missing or wrong key.
+    pub fn producer_auth_failed(&self, transport: ProducerTransport) {
+        self.producer_auth_failures[transport.index()].inc();
+    }
+
+    /// Producer calls refused for a missing or wrong key on `transport`
+    /// since start.
+    pub fn producer_auth_failures(&self, transport: ProducerTransport) -> u64 {
+        self.producer_auth_failures[transport.index()].get()
     }
 
     /// Counts `n` dropped deliveries.

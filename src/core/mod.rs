@@ -22,7 +22,7 @@ pub use event::{EventName, event_name, event_names, validate_event};
 pub use history::{Replay, Since};
 pub use hub::{ConnId, Hub, HubConfig, JoinError, Joined, Published, Push, PushError, UserId};
 pub use identity::{AuthError, AuthFuture, Authenticator, Identity};
-pub use metrics::{DropReason, Metrics, PushResult, StatsSnapshot};
+pub use metrics::{DropReason, Metrics, ProducerTransport, PushResult, StatsSnapshot};
 pub use outbox::{Drained, Offer, Outbox, SlowPolicy};
 pub use producer_keys::ProducerKeys;
 

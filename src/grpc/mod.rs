@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::core::{Hub, ProducerKeys};
+use crate::core::{Hub, ProducerKeys, ProducerTransport};
+use crate::net::throttle::KeyRefusals;
 use crate::proto::push_service_server::SERVICE_NAME;
 
 use producer_key::ProducerKeyCheck;
@@ -33,7 +34,8 @@ pub(crate) async fn services(hub: Arc<Hub>, keys: ProducerKeys) -> GrpcServices 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
-    let push = decode_limits::SizedByMethod::new(hub, ProducerKeyCheck::new(keys));
+    let refusals = KeyRefusals::new(Arc::clone(&hub), ProducerTransport::Grpc);
+    let push = decode_limits::SizedByMethod::new(hub, ProducerKeyCheck::new(keys, refusals));
     let mut routes = Routes::new(push).add_service(health_service);
     routes = add_reflection(routes);
     GrpcServices { routes: routes.into_axum_router().fallback(unknown_path), health }

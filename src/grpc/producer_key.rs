@@ -10,19 +10,22 @@ use super::service::status;
 use crate::api::ApiError;
 use crate::core::ProducerKeys;
 use crate::net::bearer;
+use crate::net::throttle::KeyRefusals;
 
 /// A tonic interceptor that refuses PushService calls without a valid
-/// producer key with UNAUTHENTICATED. With no key configured every call
-/// passes. Cloning shares the keys.
+/// producer key with UNAUTHENTICATED, counting each and logging them at most
+/// once per interval ([`KeyRefusals`]). With no key configured every call
+/// passes. Cloning shares the keys and the count.
 #[derive(Debug, Clone)]
 pub(super) struct ProducerKeyCheck {
     keys: Arc<ProducerKeys>,
+    refusals: KeyRefusals,
 }
 
 impl ProducerKeyCheck {
-    /// Checks calls against `keys`.
-    pub(super) fn new(keys: ProducerKeys) -> Self {
-        Self { keys: Arc::new(keys) }
+    /// Checks calls against `keys`, reporting refusals to `refusals`.
+    pub(super) fn new(keys: ProducerKeys, refusals: KeyRefusals) -> Self {
+        Self { keys: Arc::new(keys), refusals }
     }
 }
 
@@ -32,7 +35,7 @@ impl Interceptor for ProducerKeyCheck {
         if self.keys.check(header.and_then(bearer)) {
             Ok(request)
         } else {
-            tracing::warn!("gRPC producer call without a valid key refused");
+            self.refusals.refused();
             Err(status(&ApiError::Unauthenticated))
         }
     }

@@ -7,6 +7,7 @@
 //! balancers; they reveal counts, no user data). A wrong method gets 405 before
 //! the key is looked at, as in wserver.
 
+mod deadlines;
 mod listener;
 mod mirror;
 mod wserver;
@@ -20,19 +21,28 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
-use crate::core::{Hub, ProducerKeys};
+use crate::core::{Hub, ProducerKeys, ProducerTransport};
 use crate::net::bearer;
+use crate::net::throttle::KeyRefusals;
 
-pub(crate) use listener::serve;
+pub(crate) use listener::{Timeouts, serve};
 
-/// What every route handler shares: the hub and the producer keys.
+/// What every route handler shares: the hub, the producer keys, and the
+/// count of calls refused for want of one.
 #[derive(Debug)]
 struct Shared {
     hub: Arc<Hub>,
     keys: ProducerKeys,
+    refusals: KeyRefusals,
 }
 
 impl Shared {
+    /// The routes' state for one listener (`transport` labels refusals).
+    fn new(hub: Arc<Hub>, keys: ProducerKeys, transport: ProducerTransport) -> Arc<Self> {
+        let refusals = KeyRefusals::new(Arc::clone(&hub), transport);
+        Arc::new(Self { hub, keys, refusals })
+    }
+
     /// True when `headers` carry a valid producer key, or none is required.
     /// Constant time in the key (see [`ProducerKeys::check`]).
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -51,8 +61,9 @@ fn single_push_limit(hub: &Hub) -> DefaultBodyLimit {
 
 /// `route` behind the producer key and a body `limit`. The key check is a
 /// route layer of the method router, so a wrong method gets 405 before it (as
-/// in wserver); a missing or wrong key is answered by `refusal`, which each
-/// route family words its own way.
+/// in wserver); a missing or wrong key is counted and logged at most once per
+/// interval ([`KeyRefusals`]) and answered by `refusal`, which each route
+/// family words its own way.
 fn guarded(
     shared: &Arc<Shared>,
     route: MethodRouter<Arc<Shared>>,
@@ -66,7 +77,7 @@ fn guarded(
             if shared.authorized(request.headers()) {
                 return next.run(request).await;
             }
-            tracing::warn!(path = request.uri().path(), "producer call without a valid key refused");
+            shared.refusals.refused();
             refusal()
         }
     };
@@ -76,7 +87,7 @@ fn guarded(
 /// The HTTP routes of the internal port. It sets no fallback, so it merges
 /// with the gRPC routes (whose fallback answers gRPC UNIMPLEMENTED).
 pub(crate) fn router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
-    let shared = Arc::new(Shared { hub, keys });
+    let shared = Shared::new(hub, keys, ProducerTransport::Http);
     let health =
         Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics));
     health.with_state(Arc::clone(&shared)).merge(wserver::routes(&shared)).merge(mirror::routes(&shared))
@@ -86,7 +97,7 @@ pub(crate) fn router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
 /// drop-in (`--push-on-public`); the key check is the same as on the
 /// internal port, and the configuration makes a key mandatory there.
 pub(crate) fn public_push_router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
-    wserver::routes(&Arc::new(Shared { hub, keys }))
+    wserver::routes(&Shared::new(hub, keys, ProducerTransport::PublicHttp))
 }
 
 /// `GET /healthz`: the process answers.

@@ -1,6 +1,8 @@
 //! Plumbing both listeners share, so each policy exists once: the accept loop,
-//! TLS, and the `Authorization: Bearer` parser.
+//! TLS, the `Authorization: Bearer` parser, and the throttle of log lines a
+//! peer can cause.
 
+pub(crate) mod throttle;
 pub(crate) mod tls;
 
 use std::net::SocketAddr;

@@ -102,6 +102,22 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// The longest `user_id` a push may name, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 256;
+/// The longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+/// The longest `request_id` a producer may attach to a call, in bytes; the
+/// API, which echoes it, checks it with [`check_length`].
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
+
+/// Refuses `value` of `field` when it is longer than `max` bytes.
+pub fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), PushError> {
+    if value.len() > max {
+        return Err(PushError::TooLong { field, size: value.len(), max });
+    }
+    Ok(())
+}
+
 /// Why a push (or broadcast) was refused. Each message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -117,6 +133,16 @@ pub enum PushError {
         /// `message` or `data`.
         field: &'static str,
         /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    #[error("{field} is {size} bytes, longer than the limit of {max}")]
+    /// An id (`user_id`, `idempotency_key`, `request_id`) is over its limit.
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
         size: usize,
         /// The limit.
         max: usize,
@@ -276,12 +302,16 @@ impl Hub {
     }
 
     /// Checks a push's fields against the grammar and limits.
-    fn validate(&self, user_id: &str, event: &str, payload: &Payload) -> Result<(), PushError> {
-        if user_id.is_empty() {
+    fn validate(&self, push: &Push) -> Result<(), PushError> {
+        if push.user_id.is_empty() {
             return Err(PushError::EmptyUser);
         }
-        validate_event(event).map_err(PushError::BadEvent)?;
-        self.validate_payload(payload)
+        check_length("user_id", &push.user_id, MAX_USER_ID_BYTES)?;
+        validate_event(&push.event).map_err(PushError::BadEvent)?;
+        if let Some(key) = &push.idempotency_key {
+            check_length("idempotency_key", key, MAX_IDEMPOTENCY_KEY_BYTES)?;
+        }
+        self.validate_payload(&push.payload)
     }
 
     fn validate_payload(&self, payload: &Payload) -> Result<(), PushError> {
@@ -305,13 +335,15 @@ impl Hub {
             Ok(published) if published.duplicate => PushResult::Duplicate,
             Ok(_) => PushResult::Ok,
             Err(PushError::ShuttingDown) => PushResult::Unavailable,
-            Err(PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. }) => PushResult::Invalid,
+            Err(
+                PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. } | PushError::TooLong { .. },
+            ) => PushResult::Invalid,
         });
         result
     }
 
     fn publish_checked(&self, push: Push) -> Result<Published, PushError> {
-        self.validate(&push.user_id, &push.event, &push.payload)?;
+        self.validate(&push)?;
         if self.is_shutting_down() {
             return Err(PushError::ShuttingDown);
         }
