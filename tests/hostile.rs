@@ -1,0 +1,175 @@
+//! Clients that try to make the gateway hold memory: a ping flood from a
+//! client that never reads, and the largest frames the write path must still
+//! carry. Against the real server on 127.0.0.1:0 with raw TCP clients.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, WAIT, next_text};
+use pushgate::config::Settings;
+use pushgate::core::{Payload, Push};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+/// RFC 6455's example key, valid for any upgrade.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// The flooding client's socket buffer sizes (the kernel doubles them).
+const CLIENT_BUFFER: usize = 4096;
+
+/// A raw TCP connection with a small receive buffer that has completed an
+/// upgrade: its 101 answer is read byte by byte, so nothing after it is.
+async fn upgraded(gw: &Gateway) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    // Before connect, so the window the client advertises stays small; a
+    // small send buffer keeps the client's own share of the flood small.
+    socket.set_recv_buffer_size(CLIENT_BUFFER as u32).expect("SO_RCVBUF");
+    socket.set_send_buffer_size(CLIENT_BUFFER as u32).expect("SO_SNDBUF");
+    let mut tcp = socket.connect(gw.public()).await.expect("connect");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        timeout(WAIT, tcp.read_exact(&mut byte)).await.expect("101 in time").expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// A client frame (masked with the zero key) of `opcode` carrying `payload`
+/// (at most 125 bytes).
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Pings sent per write of the flood.
+const PINGS_PER_WRITE: usize = 64;
+
+/// Sends 125-byte pings, reading nothing, until a write fails (the gateway
+/// dropped the connection) or `most` were sent. The number of pings sent
+/// when a write failed; `None` if the gateway never dropped the connection.
+async fn flood_pings(tcp: &mut TcpStream, most: usize) -> Option<usize> {
+    let burst = frame(0x9, &[b'p'; 125]).repeat(PINGS_PER_WRITE);
+    let mut sent = 0;
+    while sent < most {
+        match timeout(WAIT, tcp.write_all(&burst)).await {
+            Ok(Ok(())) => sent += PINGS_PER_WRITE,
+            Ok(Err(_)) => return Some(sent),
+            // The gateway neither reads nor drops the connection.
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Proves the gateway still serves others: a fresh client gets its push.
+async fn still_healthy(gw: &Gateway) {
+    let mut client = gw.compat_tab("healthy", "h").await;
+    let push = Push::new("healthy", "h", Payload::text("still here"));
+    assert_eq!(gw.running.hub.publish(push).expect("push").delivered, 1);
+    assert_eq!(next_text(&mut client).await, "still here");
+}
+
+/// The third (largest) value of a `tcp_rmem`/`tcp_wmem` sysctl: how far the
+/// kernel lets a socket's buffer grow.
+fn kernel_max(name: &str) -> usize {
+    let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap_or_default();
+    text.split_whitespace().nth(2).and_then(|v| v.parse().ok()).unwrap_or(32 << 20)
+}
+
+/// The most pings a client can get sent before the gateway drops it when the
+/// gateway reads on only while its pongs leave: its pongs fill the gateway's
+/// send buffer and the client's receive buffer, 32 more pings are allowed,
+/// and what the client sent meanwhile sits in the gateway's receive buffer
+/// and the client's send buffer — each socket buffer at most the kernel's
+/// maximum. A gateway that keeps a pong for every ping (in memory), or reads
+/// pings forever, never drops the client.
+fn most_pings_before_drop() -> usize {
+    const PING: usize = 6 + 125;
+    const PONG: usize = 2 + 125;
+    let pongs = (kernel_max("tcp_wmem") + 2 * CLIENT_BUFFER) / PONG + 32;
+    let pings_in_flight = (kernel_max("tcp_rmem") + 2 * CLIENT_BUFFER) / PING;
+    pongs + pings_in_flight + 2 * PINGS_PER_WRITE
+}
+
+/// Resident memory of this process (where the gateway runs), in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default();
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Pings sit in no queue of the gateway's: a client that floods them without
+/// reading is dropped, whether it has registered or not, after no more pings
+/// than the sockets' buffers hold.
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_is_dropped() {
+    let settings = Settings {
+        // The heartbeat must not be what ends the flood.
+        ping_interval: Some(Duration::from_secs(600)),
+        pong_timeout: Some(Duration::from_secs(60)),
+        register_timeout: Some(Duration::from_secs(600)),
+        ..common::settings()
+    };
+    let gw = common::start(settings).await;
+    let most = most_pings_before_drop();
+    let rss_before = rss_kib();
+
+    // Before registering: the register phase reads frames too.
+    let mut unregistered = upgraded(&gw).await;
+    let sent = flood_pings(&mut unregistered, most).await;
+    assert!(sent.is_some(), "the gateway kept a client that sent {most} pings and read nothing");
+    println!("unregistered: dropped after {sent:?} pings (bound {most})");
+
+    // After registering.
+    let mut registered = upgraded(&gw).await;
+    let register = br#"{"token":"mute","event":"e"}"#;
+    registered.write_all(&frame(0x1, register)).await.expect("register");
+    gw.wait_online("mute", 1).await;
+    let sent = flood_pings(&mut registered, most).await;
+    assert!(sent.is_some(), "the gateway kept a joined client that sent {most} pings and read nothing");
+    println!("registered: dropped after {sent:?} pings (bound {most})");
+    gw.wait_online("mute", 0).await;
+    println!("RSS {rss_before} KiB before the floods, {} KiB after", rss_kib());
+
+    still_healthy(&gw).await;
+}
+
+// ---------------------------------------------------------------- the write path's bounds
+
+/// The write buffer's cap leaves room for the largest frame the gateway can
+/// send — a push of `--max-message-bytes` whose every byte JSON escapes to
+/// six — and a replay far larger than the cap goes out through the backlog,
+/// in order.
+#[tokio::test]
+async fn the_largest_frames_and_a_large_replay_get_through() {
+    let gw = common::start(common::settings()).await;
+    let max = gw.config.hub.max_message_bytes;
+    let worst = "\u{1}".repeat(max);
+    for i in 0..8 {
+        let push = Push::new("big", "e", Payload::text(format!("{i}{}", &worst[1..])));
+        gw.running.hub.publish(push).expect("push");
+    }
+    let mut client = common::Gateway::connect(&gw, true).await;
+    common::send_json(&mut client, serde_json::json!({"token": "big", "event": "e", "since": 0})).await;
+    assert_eq!(common::next_json(&mut client).await["type"], "registered");
+    for i in 0..8 {
+        let frame = common::next_json(&mut client).await;
+        let data = frame["data"].as_str().expect("data");
+        assert_eq!(data.len(), max);
+        assert!(data.starts_with(&i.to_string()), "replayed in order");
+    }
+    assert_eq!(common::next_json(&mut client).await["type"], "recovered");
+    let live = Push::new("big", "e", Payload::text(worst.clone()));
+    assert_eq!(gw.running.hub.publish(live).expect("push").delivered, 1);
+    assert_eq!(common::next_json(&mut client).await["data"].as_str().map(str::len), Some(max));
+}
