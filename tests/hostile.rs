@@ -1,6 +1,7 @@
 //! Clients that try to make the gateway hold memory: a ping flood from a
-//! client that never reads, and the largest frames the write path must still
-//! carry. Against the real server on 127.0.0.1:0 with raw TCP clients.
+//! client that never reads, and `--max-memory` letting clients in again once
+//! a load is gone; and the largest frames the write path must still carry.
+//! Against the real server on 127.0.0.1:0 with raw TCP clients.
 
 mod common;
 
@@ -142,6 +143,70 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_dropped() {
     println!("RSS {rss_before} KiB before the floods, {} KiB after", rss_kib());
 
     still_healthy(&gw).await;
+    // Both flooders' tasks have ended: the only connection left is the healthy one.
+    let open = async {
+        while gw.running.public_listener().open_connections > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    timeout(WAIT, open).await.expect("the flooders' connections are released");
+}
+
+// ---------------------------------------------------------------- --max-memory
+
+/// Fails unless an upgrade is refused with 503 and `Retry-After`.
+fn assert_shed(result: Result<common::Ws, tokio_tungstenite::tungstenite::Error>) {
+    match result {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"), "{:?}", response.headers());
+        }
+        Err(other) => panic!("expected HTTP 503, got {other:?}"),
+        Ok(_) => panic!("expected HTTP 503, the upgrade was accepted"),
+    }
+}
+
+async fn try_tab(gw: &Gateway) -> Result<common::Ws, tokio_tungstenite::tungstenite::Error> {
+    timeout(WAIT, tokio_tungstenite::connect_async(gw.ws_url())).await.expect("answered in time").map(|(ws, _)| ws)
+}
+
+/// `--max-memory` follows what the connections hold: over it upgrades get
+/// 503; once those connections are gone, upgrades succeed again (however
+/// much memory the allocator keeps).
+#[tokio::test]
+async fn memory_shedding_lets_clients_in_again_once_the_load_is_gone() {
+    let gw = common::start(Settings { max_memory: Some(64 * 1024), ..common::settings() }).await;
+    let mut tabs = Vec::new();
+    let refused = loop {
+        match try_tab(&gw).await {
+            Ok(mut ws) => {
+                let user = format!("u{}", tabs.len());
+                common::send_json(&mut ws, serde_json::json!({"token": user, "event": "e"})).await;
+                gw.wait_online(&user, 1).await;
+                tabs.push(ws);
+                assert!(tabs.len() < 100, "never shed");
+            }
+            refused => break refused,
+        }
+    };
+    let held = gw.running.public_listener().held_bytes;
+    println!("{} connections let in, then shed; {held} bytes held", tabs.len());
+    assert!(!tabs.is_empty(), "a 64 KiB cap lets a few idle connections in");
+    assert_shed(refused);
+    assert_shed(try_tab(&gw).await);
+
+    drop(tabs);
+    let readmitted = async {
+        loop {
+            match try_tab(&gw).await {
+                Ok(ws) => return ws,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    let mut ws = timeout(WAIT, readmitted).await.expect("upgrades succeed again once the load is gone");
+    common::send_json(&mut ws, serde_json::json!({"token": "again", "event": "e"})).await;
+    gw.wait_online("again", 1).await;
 }
 
 // ---------------------------------------------------------------- the write path's bounds

@@ -88,7 +88,8 @@ pub struct PublicConfig {
     pub max_connections: usize,
     /// Default 0: no per-IP limit.
     pub max_connections_per_ip: usize,
-    /// Bytes of resident memory above which upgrades are refused; 0: off.
+    /// Bytes held by connections (by the listener's own accounting) above
+    /// which upgrades are refused; 0: off.
     pub max_memory: u64,
     /// Default 4096.
     pub max_client_frame_bytes: usize,

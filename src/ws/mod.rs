@@ -56,6 +56,42 @@ pub struct WsContext {
     /// Answers `POST /push` on this listener (`--push-on-public`); injected
     /// by `server` so this adapter knows nothing of the producer API.
     pub push: Option<axum::Router>,
+    /// The admission limits' state, shared with `server` for its stats.
+    pub admission: Arc<Admission>,
+}
+
+/// The public listener's admission state: connection counts and what the
+/// connections hold (docs/protocol.md, "Limits").
+pub struct Admission {
+    sessions: Sessions,
+    memory: MemoryWatch,
+}
+
+impl Admission {
+    /// Limits as configured.
+    pub fn new(config: &PublicConfig) -> Self {
+        Self {
+            sessions: Sessions::new(config.max_connections, config.max_connections_per_ip),
+            memory: MemoryWatch::new(config.max_memory),
+        }
+    }
+
+    /// The figures now.
+    pub fn stats(&self) -> ListenerStats {
+        ListenerStats { open_connections: self.memory.open_connections(), held_bytes: self.memory.held() }
+    }
+}
+
+/// What the public listener holds at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Accepted connections whose task has not ended: handshakes, sessions
+    /// and connections being closed.
+    pub open_connections: u64,
+    /// What `--max-memory` is checked against: 8 KiB per open connection,
+    /// plus write backlogs, plus outbox queues (summed only when
+    /// `--max-memory` is set).
+    pub held_bytes: u64,
 }
 
 /// Which protocol a connection speaks, chosen by its sub-protocol offer.
@@ -78,8 +114,12 @@ const MAX_HEADER_BYTES: usize = 8 * 1024;
 struct Listener {
     ctx: Arc<WsContext>,
     http: http1::Builder,
-    sessions: Sessions,
-    memory: MemoryWatch,
+}
+
+impl Listener {
+    fn admission(&self) -> &Admission {
+        &self.ctx.admission
+    }
 }
 
 /// Accepts browser connections on `listener` until shutdown. Each connection
@@ -87,11 +127,9 @@ struct Listener {
 pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(ctx.config.handshake_timeout).max_buf_size(MAX_HEADER_BYTES);
-    let sessions = Sessions::new(ctx.config.max_connections, ctx.config.max_connections_per_ip);
-    let memory = MemoryWatch::new(ctx.config.max_memory);
-    let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http, sessions, memory });
-    let sampler = Arc::clone(&shared);
-    tokio::spawn(async move { sampler.memory.run(sampler.ctx.shutdown.clone()).await });
+    let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http });
+    let sampler = Arc::clone(&ctx);
+    tokio::spawn(async move { sampler.admission.memory.run(&sampler.hub, sampler.shutdown.clone()).await });
     accept_loop(&listener, "public", &ctx.shutdown, |stream, peer| {
         ctx.tracker.spawn(connection(Arc::clone(&shared), stream, peer));
     })
@@ -103,6 +141,7 @@ async fn connection(listener: Arc<Listener>, stream: TcpStream, peer: SocketAddr
     let id = listener.ctx.hub.next_conn_id();
     let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
     async move {
+        let _open = listener.admission().memory.open();
         let ctx = &listener.ctx;
         let stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
             Ok(stream) => stream,

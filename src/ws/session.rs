@@ -120,6 +120,12 @@ pub(super) struct Session<'a> {
     controls_while_blocked: u32,
 }
 
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.ctx.admission.memory.backlog_shrank(self.backlog_bytes);
+    }
+}
+
 impl<'a> Session<'a> {
     fn new(ctx: &'a WsContext, ws: Ws, mode: Mode, id: ConnId) -> Self {
         Session {
@@ -185,12 +191,25 @@ impl Session<'_> {
     fn keep(&mut self, message: Message) -> Result<(), End> {
         let len = message.len();
         self.backlog_bytes += len;
+        self.ctx.admission.memory.backlog_grew(len);
         self.backlog.push_back(message);
         Ok(())
     }
 
     /// Hands the backlog's frames to tungstenite while the budget allows.
     fn hand_over(&mut self) -> Result<(), End> {
+        let before = self.backlog_bytes;
+        let result = self.hand_over_frames();
+        let memory = &self.ctx.admission.memory;
+        match before.cmp(&self.backlog_bytes) {
+            std::cmp::Ordering::Greater => memory.backlog_shrank(before - self.backlog_bytes),
+            std::cmp::Ordering::Less => memory.backlog_grew(self.backlog_bytes - before),
+            std::cmp::Ordering::Equal => {}
+        }
+        result
+    }
+
+    fn hand_over_frames(&mut self) -> Result<(), End> {
         while let Some(message) = self.backlog.pop_front() {
             let len = message.len();
             if !self.fits(len) {
@@ -211,6 +230,7 @@ impl Session<'_> {
     /// Drops the frames not yet handed to tungstenite (a slow consumer's,
     /// or any once the connection is closing without them).
     fn discard_backlog(&mut self) {
+        self.ctx.admission.memory.backlog_shrank(self.backlog_bytes);
         self.backlog = VecDeque::new();
         self.backlog_bytes = 0;
     }
