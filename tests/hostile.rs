@@ -1,7 +1,8 @@
-//! Clients that try to make the gateway hold memory: a ping flood from a
-//! client that never reads, and `--max-memory` letting clients in again once
-//! a load is gone; and the largest frames the write path must still carry.
-//! Against the real server on 127.0.0.1:0 with raw TCP clients.
+//! Clients that try to make the gateway hold memory or sockets: a ping flood
+//! from a client that never reads, `--max-memory` letting clients in again
+//! once a load is gone, half-sent handshakes against `--max-handshakes`; and
+//! the largest frames the write path must still carry. Against the real
+//! server on 127.0.0.1:0 with raw TCP clients.
 
 mod common;
 
@@ -207,6 +208,96 @@ async fn memory_shedding_lets_clients_in_again_once_the_load_is_gone() {
     let mut ws = timeout(WAIT, readmitted).await.expect("upgrades succeed again once the load is gone");
     common::send_json(&mut ws, serde_json::json!({"token": "again", "event": "e"})).await;
     gw.wait_online("again", 1).await;
+}
+
+// ---------------------------------------------------------------- handshakes
+
+/// A connection that sends the start of an upgrade request and stops.
+async fn half_handshake(gw: &Gateway) -> TcpStream {
+    let mut tcp = TcpStream::connect(gw.public()).await.expect("connect");
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n").await.expect("write");
+    tcp
+}
+
+/// Polls until `check` holds of the public listener's figures, asserting on
+/// each sample that no more than `max` handshakes are in flight.
+async fn watch_handshakes(gw: &Gateway, max: usize, check: impl Fn(&pushgate::server::ListenerStats) -> bool) {
+    let polled = async {
+        loop {
+            let stats = gw.running.public_listener();
+            assert!(stats.handshakes_in_flight <= max, "{stats:?}");
+            if check(&stats) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    timeout(WAIT, polled).await.expect("the listener reached the expected state");
+}
+
+/// `--max-handshakes` bounds the connections held before their upgrade:
+/// the rest wait in the kernel's accept queue and are taken as handshakes
+/// end — here as the half-sent ones give up.
+#[tokio::test]
+async fn handshakes_in_flight_are_bounded_and_freed_slots_are_reused() {
+    const MAX: usize = 4;
+    let gw = common::start(Settings { max_handshakes: Some(MAX), ..common::settings() }).await;
+    let mut slowloris = Vec::new();
+    for _ in 0..3 * MAX {
+        slowloris.push(half_handshake(&gw).await);
+    }
+    watch_handshakes(&gw, MAX, |s| s.handshakes_in_flight == MAX).await;
+    // A fresh client waits behind them in the accept queue.
+    let fresh = tokio::spawn({
+        let url = gw.ws_url();
+        async move { tokio_tungstenite::connect_async(url).await.map(|(ws, _)| ws) }
+    });
+    watch_handshakes(&gw, MAX, |s| s.handshakes_in_flight == MAX).await;
+    assert!(!fresh.is_finished(), "the fresh client waits while the limit is reached");
+    drop(slowloris);
+    let mut ws = timeout(WAIT, fresh).await.expect("upgraded in time").expect("task").expect("upgrade");
+    common::send_json(&mut ws, serde_json::json!({"token": "fresh", "event": "e"})).await;
+    gw.wait_online("fresh", 1).await;
+    // The last half-sent ones may still be winding down.
+    watch_handshakes(&gw, MAX, |s| s.handshakes_in_flight == 0).await;
+    assert_eq!(gw.running.public_listener().handshakes_peak, MAX);
+}
+
+/// The same with half-sent handshakes that hold on: each batch of them is
+/// dropped at the handshake timeout, and a fresh client behind them gets
+/// through after a few timeouts, the bound holding all along.
+#[tokio::test]
+async fn handshakes_past_the_limit_wait_for_the_slowloris_ones_to_time_out() {
+    const MAX: usize = 4;
+    let handshake_timeout = Duration::from_millis(200);
+    let settings =
+        Settings { max_handshakes: Some(MAX), handshake_timeout: Some(handshake_timeout), ..common::settings() };
+    let gw = common::start(settings).await;
+    let mut slowloris = Vec::new();
+    for _ in 0..3 * MAX {
+        slowloris.push(half_handshake(&gw).await);
+    }
+    watch_handshakes(&gw, MAX, |s| s.handshakes_in_flight == MAX).await;
+    let started = std::time::Instant::now();
+    let fresh = tokio::spawn({
+        let url = gw.ws_url();
+        async move { tokio_tungstenite::connect_async(url).await.map(|(ws, _)| ws) }
+    });
+    watch_handshakes(&gw, MAX, |_| fresh.is_finished()).await;
+    let mut ws = fresh.await.expect("task").expect("upgrade");
+    let waited = started.elapsed();
+    common::send_json(&mut ws, serde_json::json!({"token": "fresh", "event": "e"})).await;
+    gw.wait_online("fresh", 1).await;
+    println!("the fresh client was upgraded after {waited:?}");
+    // Three batches of half-sent handshakes were ahead of it.
+    assert!(waited >= handshake_timeout * 2, "{waited:?}");
+    assert_eq!(gw.running.public_listener().handshakes_peak, MAX);
+    // The slowloris sockets were closed by the gateway.
+    for mut tcp in slowloris {
+        let mut buf = [0u8; 512];
+        let read = timeout(WAIT, tcp.read(&mut buf)).await.expect("closed in time");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
 }
 
 // ---------------------------------------------------------------- the write path's bounds

@@ -159,6 +159,10 @@ pub struct Settings {
     /// Most WebSocket connections from one IP address; 0: no limit. [default: 0]
     #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
+    /// Most connections in their handshake (TLS and the upgrade request) at
+    /// once; more wait in the kernel's accept queue. [default: 1024]
+    #[arg(long, env = "PUSHGATE_MAX_HANDSHAKES")]
+    pub max_handshakes: Option<usize>,
     /// Refuse new upgrades (503 + Retry-After) while what the connections
     /// hold — 8 KiB per open connection plus their queued bytes — is above
     /// this, e.g. 2GiB or 512MiB; 0: no limit. [default: 0]

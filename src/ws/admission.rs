@@ -1,14 +1,17 @@
 //! The public listener's admission limits (docs/protocol.md, "Limits"):
 //! connections on this node and per IP address (over either, the upgrade
-//! completes and the session closes with 4003), and memory shedding (over `--max-memory`, new upgrades get HTTP 503 with
+//! completes and the session closes with 4003), handshakes in flight (over
+//! `--max-handshakes`, new sockets wait in the kernel's accept queue), and
+//! memory shedding (over `--max-memory`, new upgrades get HTTP 503 with
 //! `Retry-After`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::Hub;
@@ -162,6 +165,59 @@ impl MemoryWatch {
     }
 }
 
+/// Connections that have not completed their upgrade yet (TLS and the HTTP
+/// request), bounded by `--max-handshakes`: the accept loop takes a permit
+/// before each accept, so past the bound new sockets wait in the kernel's
+/// accept queue instead of each holding a task and buffers here.
+pub(super) struct Handshakes {
+    permits: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    /// The most in flight at once since start.
+    peak: AtomicUsize,
+}
+
+/// One handshake in flight, holding its permit; counted until dropped.
+pub(super) struct Handshake<'a> {
+    handshakes: &'a Handshakes,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        self.handshakes.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Handshakes {
+    pub(super) fn new(max: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(max)), in_flight: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
+    }
+
+    /// The permits the accept loop takes, one per connection until its
+    /// upgrade.
+    pub(super) fn gate(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+
+    /// Counts a connection accepted with `permit` until its upgrade (or its
+    /// end), when the returned guard is dropped with the permit.
+    pub(super) fn begin(&self, permit: Option<OwnedSemaphorePermit>) -> Handshake<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Handshake { handshakes: self, _permit: permit }
+    }
+
+    /// Handshakes in flight now.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The most handshakes in flight at once since start.
+    pub(super) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +254,16 @@ mod tests {
         drop((a, b));
         assert_eq!(watch.held(), 0);
         assert!(!MemoryWatch::new(0).over(), "0 means no cap");
+    }
+
+    #[test]
+    fn handshakes_count_until_dropped() {
+        let handshakes = Handshakes::new(2);
+        let a = handshakes.begin(None);
+        let b = handshakes.begin(None);
+        assert_eq!((handshakes.in_flight(), handshakes.peak()), (2, 2));
+        drop((a, b));
+        let _c = handshakes.begin(None);
+        assert_eq!((handshakes.in_flight(), handshakes.peak()), (1, 2));
     }
 }
