@@ -1,19 +1,22 @@
 //! Clients that try to make the gateway hold memory or sockets: a ping flood
-//! from a client that never reads, `--max-memory` letting clients in again
-//! once a load is gone, half-sent handshakes against `--max-handshakes`; and
-//! the largest frames the write path must still carry. Against the real
-//! server on 127.0.0.1:0 with raw TCP clients.
+//! from a client that never reads. Against the real server on 127.0.0.1:0
+//! with raw TCP clients.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Gateway, WAIT, next_text};
+use futures_util::StreamExt;
+use pushgate::authenticators::TokenIsUser;
 use pushgate::config::Settings;
 use pushgate::core::{Payload, Push};
+use pushgate::server::{self, Listeners};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// RFC 6455's example key, valid for any upgrade.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -151,6 +154,144 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_dropped() {
         }
     };
     timeout(WAIT, open).await.expect("the flooders' connections are released");
+}
+
+// ---------------------------------------------------------------- slow consumers
+
+/// The send buffer of the gateway's public sockets in the slow-consumer
+/// tests (set on the listener, which accepted sockets inherit; the kernel
+/// doubles it), so that what the kernel holds is small and known.
+const GATEWAY_SNDBUF: usize = 8 * 1024;
+
+/// Payload of the slow-consumer pushes.
+const MESSAGE: usize = 1000;
+
+/// A gateway whose public sockets have a [`GATEWAY_SNDBUF`] send buffer,
+/// a 64 KiB send queue per connection and 1 KiB messages.
+async fn small_buffer_gateway() -> Gateway {
+    let settings = Settings {
+        conn_queue_bytes: Some(64 * 1024),
+        max_message_bytes: Some(1024),
+        ping_interval: Some(Duration::from_secs(600)),
+        pong_timeout: Some(Duration::from_secs(60)),
+        ..common::settings()
+    };
+    let config = settings.resolve().expect("valid config");
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_send_buffer_size(GATEWAY_SNDBUF as u32).expect("SO_SNDBUF");
+    socket.bind(config.public.addr).expect("bind");
+    let public = socket.listen(64).expect("listen");
+    let internal = server::bind(config.internal.addr, 64).expect("bind");
+    let auth = std::sync::Arc::new(TokenIsUser);
+    let running = server::start(config.clone(), Listeners { public, internal }, auth, std::future::pending())
+        .await
+        .expect("start");
+    Gateway { running, config }
+}
+
+/// A compat client over a socket with a small receive buffer, registered as
+/// `user` on event `e`.
+async fn small_window_tab(gw: &Gateway, user: &str) -> common::Ws {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(CLIENT_BUFFER as u32).expect("SO_RCVBUF");
+    let tcp = socket.connect(gw.public()).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(gw.ws_url(), MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
+    common::send_json(&mut ws, serde_json::json!({"token": user, "event": "e"})).await;
+    gw.wait_online(user, 1).await;
+    ws
+}
+
+/// Pushes bursts of 60 messages to `user`, letting its session run between
+/// bursts, until its queue overflows; returns how many were queued.
+async fn push_until_overflow(gw: &Gateway, user: &str) -> usize {
+    let message = "x".repeat(MESSAGE);
+    let mut queued = 0;
+    loop {
+        // 60 messages cost just under the 64 KiB queue: the session drains
+        // them as one batch while it can write.
+        for _ in 0..60 {
+            let push = Push::new(user, "e", Payload::text(message.clone()));
+            if gw.running.hub.publish(push).expect("push").delivered == 0 {
+                return queued;
+            }
+            queued += 1;
+            assert!(queued < 100_000, "the queue never overflowed");
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Reads data frames up to the close frame: the bytes and frames read, and
+/// the close code.
+async fn read_to_close(ws: &mut common::Ws) -> (usize, usize, u16) {
+    let (mut bytes, mut frames) = (0, 0);
+    loop {
+        match timeout(WAIT, ws.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Text(text))) => {
+                bytes += text.len();
+                frames += 1;
+            }
+            Some(Ok(Message::Close(Some(frame)))) => return (bytes, frames, frame.code.into()),
+            other => panic!("expected data or a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// A slow consumer is closed with 4000 and its queue freed — the frames not
+/// yet handed to its socket too, so the close frame is not stuck behind
+/// them: a client that reads again soon gets it after at most what the
+/// kernel held plus the gateway's 16 KiB write budget and one frame.
+#[tokio::test]
+async fn a_slow_consumer_gets_its_4000_close_before_the_rest_of_its_backlog() {
+    let gw = small_buffer_gateway().await;
+    let mut slow = small_window_tab(&gw, "slow").await;
+    let queued = push_until_overflow(&gw, "slow").await;
+    gw.wait_online("slow", 0).await;
+    let (bytes, frames, code) = read_to_close(&mut slow).await;
+    assert_eq!(code, 4000);
+    // What the kernel may hold: both buffers, doubled by the kernel.
+    let kernel = 2 * GATEWAY_SNDBUF + 2 * CLIENT_BUFFER;
+    let most = kernel + 16 * 1024 + MESSAGE;
+    println!("queued {queued}, read {frames} frames ({bytes} bytes) before the close; at most {most} expected");
+    assert!(bytes <= most, "{bytes} bytes came before the close frame, more than {most}");
+    // The overflow dropped the queue (at most 61 messages of 1065 queue
+    // bytes); the frames waiting behind the socket were dropped too.
+    assert!(frames + 61 < queued, "every drained frame came before the close ({frames} of {queued})");
+    still_healthy(&gw).await;
+}
+
+/// What a slow consumer stalled for longer than the close linger is
+/// guaranteed (docs/protocol.md, "Slow consumers"): the gateway lets go of
+/// the connection within the linger, and the client, once it reads again,
+/// gets what was in flight and then the end of the stream — a 4000 close
+/// frame only if it fitted behind that data.
+#[tokio::test]
+async fn a_slow_consumer_stalled_past_the_linger_reads_an_end() {
+    let gw = small_buffer_gateway().await;
+    let mut stalled = small_window_tab(&gw, "stalled").await;
+    push_until_overflow(&gw, "stalled").await;
+    let closed_at = std::time::Instant::now();
+    gw.wait_online("stalled", 0).await;
+    let released = async {
+        while gw.running.public_listener().open_connections > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(WAIT, released).await.expect("the gateway lets go of a stalled connection");
+    let linger = closed_at.elapsed();
+    assert!(linger < Duration::from_secs(5), "released after {linger:?}");
+    let mut data = 0;
+    let end = loop {
+        match timeout(WAIT, stalled.next()).await.expect("the stream ends in time") {
+            Some(Ok(Message::Text(_))) => data += 1,
+            Some(Ok(Message::Close(frame))) => break format!("close {:?}", frame.map(|f| u16::from(f.code))),
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+            Some(Err(error)) => break format!("error: {error}"),
+            None => break "end".to_owned(),
+        }
+    };
+    println!("released after {linger:?}; the client read {data} frames, then {end}");
+    still_healthy(&gw).await;
 }
 
 // ---------------------------------------------------------------- --max-memory

@@ -7,7 +7,8 @@
 //! [`WRITE_BUDGET`] bytes (or one larger frame) between two completed
 //! flushes; what does not fit waits in the session's backlog as the frames
 //! themselves, which share their bytes with the delivery (no copy). So a
-//! blocked socket pins at most one budget of copied bytes. The write buffer also has a
+//! blocked socket pins at most one budget of copied bytes, and a slow
+//! consumer's close frame skips the backlog. The write buffer also has a
 //! hard cap (`max_write_buffer_size`): tungstenite queues a pong for every
 //! ping it reads, on its own, and would otherwise buffer them without limit.
 //!
@@ -433,7 +434,7 @@ async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws>
 }
 
 /// Ends the session: sends the close frame (after everything already
-/// queued) and waits, at most
+/// queued, except a slow consumer's backlog) and waits, at most
 /// [`CLOSE_LINGER`], for the client's answer; a client that does not read
 /// ([`End::Abort`]) gets one try and no wait. Counts the close by code (a
 /// client's own close as 1000 or 1001 when it gave one of those).
@@ -456,6 +457,12 @@ async fn finish(conn: &mut Session<'_>, end: End) {
             End::Close(reason) => {
                 tracing::debug!(code = reason.code.code(), reason = %reason.reason, "closing");
                 metrics.disconnected(reason.code);
+                if reason.code == CloseCode::SlowConsumer {
+                    // Its queue is freed: so are the frames not yet handed to
+                    // the socket, and the close frame goes next (docs/protocol.md,
+                    // "Slow consumers").
+                    conn.discard_backlog();
+                }
                 conn.close_with(close::frame(&reason)).await?;
                 while let Some(Ok(_)) = conn.ws.next().await {}
             }
