@@ -21,6 +21,8 @@ use crate::core::{Authenticator, CloseCode, CloseReason, Hub, ProducerKeys};
 use crate::net::tls;
 use crate::{grpc, http, ws};
 
+pub use crate::ws::ListenerStats;
+
 /// The two bound listeners.
 pub struct Listeners {
     /// Browsers: `GET /ws` upgrades, `/healthz`, `/readyz`.
@@ -57,6 +59,7 @@ pub struct Running {
     pub internal_addr: SocketAddr,
     /// The hub, for embedding programs and tests.
     pub hub: Arc<Hub>,
+    admission: Arc<ws::Admission>,
     trigger: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -65,6 +68,12 @@ impl Running {
     /// Starts the graceful shutdown, as SIGTERM does.
     pub fn shutdown(&self) {
         self.trigger.cancel();
+    }
+
+    /// What the public listener holds now: open connections, handshakes in
+    /// flight, and the bytes `--max-memory` is checked against.
+    pub fn public_listener(&self) -> ListenerStats {
+        self.admission.stats()
     }
 
     /// Waits until shutdown has completed.
@@ -102,6 +111,7 @@ pub async fn start(
         request_body: config.internal.request_body_timeout,
     };
     tokio::spawn(http::serve(listeners.internal, internal, internal_tls, timeouts, accept.clone(), tracker.clone()));
+    let admission = Arc::new(ws::Admission::new(&config.public));
     let ctx = ws::WsContext {
         hub: Arc::clone(&hub),
         auth,
@@ -111,6 +121,7 @@ pub async fn start(
         tls: public_tls,
         push: public_push,
         demo: ws::Demo::from_config(&config, internal_addr),
+        admission: Arc::clone(&admission),
     };
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
     let (ping, pong) = (config.heartbeat.ping_interval, config.heartbeat.pong_timeout);
@@ -127,7 +138,7 @@ pub async fn start(
         }
         drain.run().await;
     });
-    Ok(Running { public_addr, internal_addr, hub, trigger, done })
+    Ok(Running { public_addr, internal_addr, hub, admission, trigger, done })
 }
 
 /// The shutdown sequence.

@@ -84,6 +84,7 @@ const DURATION_FLAGS: &[&str] = &[
 const SIZE_FLAGS: &[&str] = &[
     "max-connections",
     "max-connections-per-ip",
+    "max-handshakes",
     "max-connections-per-user",
     "max-message-bytes",
     "max-client-frame-bytes",
@@ -139,7 +140,8 @@ fn absurd_durations_and_sizes_are_config_errors_naming_the_flag() {
         }
     }
     // Zero where zero would lock everyone out or make no sense.
-    for flag in ["max-connections", "max-connections-per-user", "max-message-bytes", "listen-backlog"] {
+    for flag in ["max-connections", "max-handshakes", "max-connections-per-user", "max-message-bytes", "listen-backlog"]
+    {
         refused_everywhere(flag, "0", "0", &dir);
     }
     for flag in ["register-timeout", "handshake-timeout", "auth-timeout"] {

@@ -41,6 +41,7 @@ impl Config {
         within("history-meta-ttl", hub.history_meta_ttl, Duration::ZERO, 365 * DAY)?;
         within("max-connections", public.max_connections, 1, 10_000_000)?;
         within("max-connections-per-ip", public.max_connections_per_ip, 0, 10_000_000)?;
+        within("max-handshakes", public.max_handshakes, 1, 1_000_000)?;
         within("max-connections-per-user", hub.max_connections_per_user, 1, 1_000_000)?;
         within("max-message-bytes", hub.max_message_bytes, 1, 16 * MIB)?;
         within("max-client-frame-bytes", public.max_client_frame_bytes, 64, MIB)?;

@@ -88,7 +88,10 @@ pub struct PublicConfig {
     pub max_connections: usize,
     /// Default 0: no per-IP limit.
     pub max_connections_per_ip: usize,
-    /// Bytes of resident memory above which upgrades are refused; 0: off.
+    /// Default 1024: connections in their handshake at once.
+    pub max_handshakes: usize,
+    /// Bytes held by connections (by the listener's own accounting) above
+    /// which upgrades are refused; 0: off.
     pub max_memory: u64,
     /// Default 4096.
     pub max_client_frame_bytes: usize,
@@ -221,6 +224,7 @@ impl Settings {
             drain_timeout,
             max_connections,
             max_connections_per_ip,
+            max_handshakes,
             max_memory,
             max_connections_per_user,
             max_message_bytes,
@@ -256,6 +260,7 @@ impl Settings {
                 handshake_timeout: s.handshake_timeout.unwrap_or(Duration::from_secs(5)),
                 max_connections: s.max_connections.unwrap_or(10_000),
                 max_connections_per_ip: s.max_connections_per_ip.unwrap_or(0),
+                max_handshakes: s.max_handshakes.unwrap_or(1024),
                 max_memory: s.max_memory.unwrap_or(0),
                 max_client_frame_bytes: s.max_client_frame_bytes.unwrap_or(4096),
                 tls: tls_files(s.public_tls_cert.clone(), s.public_tls_key.clone(), None, "public-tls-cert")?,

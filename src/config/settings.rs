@@ -169,8 +169,13 @@ pub struct Settings {
     /// Most WebSocket connections from one IP address; 0: no limit. [default: 0]
     #[arg(long, env = "PUSHGATE_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
-    /// Refuse new upgrades (503 + Retry-After) while the process's resident
-    /// memory is above this, e.g. 2GiB or 512MiB; 0: no limit. [default: 0]
+    /// Most connections in their handshake (TLS and the upgrade request) at
+    /// once; more wait in the kernel's accept queue. [default: 1024]
+    #[arg(long, env = "PUSHGATE_MAX_HANDSHAKES")]
+    pub max_handshakes: Option<usize>,
+    /// Refuse new upgrades (503 + Retry-After) while what the connections
+    /// hold — 8 KiB per open connection plus their queued bytes — is above
+    /// this, e.g. 2GiB or 512MiB; 0: no limit. [default: 0]
     #[arg(long, env = "PUSHGATE_MAX_MEMORY", value_parser = parse_size)]
     #[serde(default, deserialize_with = "de_size")]
     pub max_memory: Option<u64>,

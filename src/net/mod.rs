@@ -5,10 +5,13 @@
 pub(crate) mod throttle;
 pub(crate) mod tls;
 
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// First pause after a failed accept (EMFILE, ENFILE, ENOBUFS...), doubled per
@@ -27,20 +30,34 @@ pub(crate) async fn accept_loop(
     shutdown: &CancellationToken,
     mut accepted: impl FnMut(TcpStream, SocketAddr),
 ) {
+    accept_loop_gated(listener, name, shutdown, None, |stream, peer, _| accepted(stream, peer)).await;
+}
+
+/// [`accept_loop`], taking a permit of `gate` (when given) before each
+/// accept and handing it over with the connection: while the gate has no
+/// permit left, nothing is accepted and new connections wait in the kernel's
+/// accept queue (`--listen-backlog`), costing this process nothing.
+pub(crate) async fn accept_loop_gated(
+    listener: &TcpListener,
+    name: &'static str,
+    shutdown: &CancellationToken,
+    gate: Option<&Arc<Semaphore>>,
+    mut accepted: impl FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>),
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let next = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            next = listener.accept() => next,
+            next = accept(listener, gate) => next,
         };
         match next {
-            Ok((stream, peer)) => {
+            Ok((stream, peer, permit)) => {
                 backoff = MIN_BACKOFF;
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "TCP_NODELAY not set");
                 }
-                accepted(stream, peer);
+                accepted(stream, peer, permit);
             }
             Err(error) => {
                 tracing::warn!(listener = name, %error, pause = ?backoff, "accept failed");
@@ -52,6 +69,19 @@ pub(crate) async fn accept_loop(
         }
     }
     tracing::debug!(listener = name, "stopped accepting");
+}
+
+/// A permit of `gate` (waiting for one), then the next connection.
+async fn accept(
+    listener: &TcpListener,
+    gate: Option<&Arc<Semaphore>>,
+) -> io::Result<(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>)> {
+    let permit = match gate {
+        None => None,
+        Some(gate) => Some(Arc::clone(gate).acquire_owned().await.map_err(io::Error::other)?),
+    };
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, permit))
 }
 
 /// The credentials of an `Authorization: Bearer <credentials>` value. The

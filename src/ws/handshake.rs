@@ -103,8 +103,13 @@ async fn upgrade<'a>(
     if ctx.hub.is_shutting_down() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").with(header::RETRY_AFTER, "5"));
     }
-    if listener.memory.over() {
-        tracing::warn!(max_memory = ctx.config.max_memory, "upgrade refused: memory above --max-memory");
+    if listener.admission().memory.over() {
+        let held = listener.admission().memory.held();
+        tracing::warn!(
+            held,
+            max_memory = ctx.config.max_memory,
+            "upgrade refused: connections hold more than --max-memory"
+        );
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded").with(header::RETRY_AFTER, "5"));
     }
     let identity = match token(req)? {
@@ -123,7 +128,7 @@ async fn upgrade<'a>(
     if mode == Mode::Envelope {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(ENVELOPE_PROTOCOL));
     }
-    let slot = listener.sessions.acquire(peer);
+    let slot = listener.admission().sessions.acquire(peer);
     Ok((Accepted { upgrade: hyper::upgrade::on(req), mode, identity, slot }, reply))
 }
 

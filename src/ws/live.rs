@@ -1,7 +1,8 @@
 //! The live phase of a joined connection: one loop, no timer, that reads the
 //! socket and drains the connection's outbox, in the same task.
 //!
-//! Each turn polls, in order: the pending flush, the socket's read side, and
+//! Each turn polls, in order: the pending writes and the socket's read side
+//! (`Session::poll_io`, with its limits on a client that does not read), and
 //! the outbox. Everything drained is queued frame by frame and written with
 //! one flush, so a burst to one socket costs one write. While a flush is
 //! blocked (a slow client) the outbox is not drained — deliveries wait there,
@@ -19,40 +20,33 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::{Sink, StreamExt};
 use tokio::time::Sleep;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::protocol::{self, BadRequest, ClientMessage, Register};
 use super::register::{Membership, Reply, add_events, check_allowed, kind, refused_token};
-use super::session::{End, Incoming, Session, incoming};
+use super::session::{End, Incoming, Session};
 use super::{Mode, envelope};
 use crate::core::{CloseCode, Delivery, Drained};
-
-/// Messages a client may send while its socket is not taking our writes;
-/// past this the session stops reading until the flush completes, so a
-/// client that sends but never reads cannot grow our write buffer.
-const MAX_READS_WHILE_BLOCKED: u32 = 32;
 
 /// A drained batch larger than this gives its buffer back afterwards.
 const KEEP_BATCH_CAPACITY: usize = 64;
 
 /// What woke the loop.
 enum Step {
-    Read(Option<Result<Message, WsError>>),
+    /// A frame from the client, or the end of the socket.
+    Read(Result<Incoming, End>),
     Drained(Drained),
     /// A close was asked for while a flush is blocked.
     Closing,
     /// The connection's token expired.
     Expired,
-    WriteFailed(WsError),
 }
 
 struct Live<'c, 'a> {
     conn: &'c mut Session<'a>,
     member: Membership,
     batch: Vec<Arc<Delivery>>,
-    reads_while_blocked: u32,
     /// The token's expiry and its timer, when the token has one.
     expiry: Option<(SystemTime, Pin<Box<Sleep>>)>,
 }
@@ -60,7 +54,7 @@ struct Live<'c, 'a> {
 /// Runs a joined connection until it ends; the membership is dropped (the
 /// connection leaves the hub) on return.
 pub(super) async fn run(conn: &mut Session<'_>, member: Membership) -> End {
-    let mut live = Live { conn, member, batch: Vec::new(), reads_while_blocked: 0, expiry: None };
+    let mut live = Live { conn, member, batch: Vec::new(), expiry: None };
     loop {
         live.arm_expiry();
         let step = poll_fn(|cx| live.poll_step(cx)).await;
@@ -90,24 +84,10 @@ impl Live<'_, '_> {
                 return Poll::Ready(Step::Expired);
             }
         }
+        if let Poll::Ready(read) = self.conn.poll_io(cx) {
+            return Poll::Ready(Step::Read(read));
+        }
         if self.conn.unflushed {
-            match Pin::new(&mut self.conn.ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.conn.unflushed = false;
-                    self.reads_while_blocked = 0;
-                }
-                Poll::Ready(Err(error)) => return Poll::Ready(Step::WriteFailed(error)),
-                Poll::Pending => {}
-            }
-        }
-        let blocked = self.conn.unflushed;
-        if !blocked || self.reads_while_blocked < MAX_READS_WHILE_BLOCKED {
-            if let Poll::Ready(item) = self.conn.ws.poll_next_unpin(cx) {
-                self.reads_while_blocked += u32::from(blocked);
-                return Poll::Ready(Step::Read(item));
-            }
-        }
-        if blocked {
             return self.member.outbox.poll_closing(cx).map(|()| Step::Closing);
         }
         self.member.outbox.poll_drain(cx, &mut self.batch).map(Step::Drained)
@@ -115,8 +95,8 @@ impl Live<'_, '_> {
 
     async fn handle(&mut self, step: Step) -> Result<(), End> {
         match step {
-            Step::Read(item) => {
-                let incoming = incoming(item)?;
+            Step::Read(read) => {
+                let incoming = read?;
                 self.member.outbox.seen_alive();
                 match incoming {
                     // Boxed: client messages are rare, and the live loop stays small.
@@ -130,10 +110,6 @@ impl Live<'_, '_> {
                 self.write(drained)
             }
             Step::Expired => Err(CloseCode::TokenExpired.into()),
-            Step::WriteFailed(error) => {
-                tracing::debug!(%error, "write failed");
-                Err(End::Gone)
-            }
         }
     }
 

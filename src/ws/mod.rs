@@ -12,8 +12,9 @@
 //!   mapping from the core's close codes to close frames.
 //!
 //! Each connection costs one task. Until the upgrade it runs hyper's HTTP/1
-//! connection (boxed, so its memory is freed at the upgrade); after it, the
-//! task holds only the WebSocket stream, the session state and the outbox.
+//! connection (boxed, so its memory is freed at the upgrade) and holds one of
+//! the `--max-handshakes` permits; after it, the task holds only the
+//! WebSocket stream, the session state and the outbox.
 
 mod admission;
 mod close;
@@ -39,8 +40,8 @@ use tracing::Instrument as _;
 
 use crate::config::PublicConfig;
 use crate::core::{Authenticator, Hub};
-use crate::net::{accept_loop, tls};
-use admission::{MemoryWatch, Sessions};
+use crate::net::{accept_loop_gated, tls};
+use admission::{Handshakes, MemoryWatch, Sessions};
 
 pub(crate) use demo::Demo;
 
@@ -61,6 +62,54 @@ pub struct WsContext {
     pub push: Option<axum::Router>,
     /// `GET /demo` and its SDK file (`--demo`).
     pub demo: Option<Demo>,
+    /// The admission limits' state, shared with `server` for its stats.
+    pub admission: Arc<Admission>,
+}
+
+/// The public listener's admission state: connection counts, handshakes in
+/// flight, and what the connections hold (docs/protocol.md, "Limits").
+pub struct Admission {
+    sessions: Sessions,
+    memory: MemoryWatch,
+    handshakes: Handshakes,
+}
+
+impl Admission {
+    /// Limits as configured.
+    pub fn new(config: &PublicConfig) -> Self {
+        Self {
+            sessions: Sessions::new(config.max_connections, config.max_connections_per_ip),
+            memory: MemoryWatch::new(config.max_memory),
+            handshakes: Handshakes::new(config.max_handshakes),
+        }
+    }
+
+    /// The figures now.
+    pub fn stats(&self) -> ListenerStats {
+        ListenerStats {
+            open_connections: self.memory.open_connections(),
+            handshakes_in_flight: self.handshakes.in_flight(),
+            handshakes_peak: self.handshakes.peak(),
+            held_bytes: self.memory.held(),
+        }
+    }
+}
+
+/// What the public listener holds at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Accepted connections whose task has not ended: handshakes, sessions
+    /// and connections being closed.
+    pub open_connections: u64,
+    /// Connections that have not completed their upgrade (at most
+    /// `--max-handshakes`).
+    pub handshakes_in_flight: usize,
+    /// The most handshakes in flight at once since start.
+    pub handshakes_peak: usize,
+    /// What `--max-memory` is checked against: 8 KiB per open connection,
+    /// plus write backlogs, plus outbox queues (summed only when
+    /// `--max-memory` is set).
+    pub held_bytes: u64,
 }
 
 /// Which protocol a connection speaks, chosen by its sub-protocol offer.
@@ -83,31 +132,43 @@ const MAX_HEADER_BYTES: usize = 8 * 1024;
 struct Listener {
     ctx: Arc<WsContext>,
     http: http1::Builder,
-    sessions: Sessions,
-    memory: MemoryWatch,
+}
+
+impl Listener {
+    fn admission(&self) -> &Admission {
+        &self.ctx.admission
+    }
 }
 
 /// Accepts browser connections on `listener` until shutdown. Each connection
-/// is served by one task on `ctx.tracker`.
+/// is served by one task on `ctx.tracker`; at most `--max-handshakes` of them
+/// are before their upgrade at once.
 pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(ctx.config.handshake_timeout).max_buf_size(MAX_HEADER_BYTES);
-    let sessions = Sessions::new(ctx.config.max_connections, ctx.config.max_connections_per_ip);
-    let memory = MemoryWatch::new(ctx.config.max_memory);
-    let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http, sessions, memory });
-    let sampler = Arc::clone(&shared);
-    tokio::spawn(async move { sampler.memory.run(sampler.ctx.shutdown.clone()).await });
-    accept_loop(&listener, "public", &ctx.shutdown, |stream, peer| {
-        ctx.tracker.spawn(connection(Arc::clone(&shared), stream, peer));
+    let shared = Arc::new(Listener { ctx: Arc::clone(&ctx), http });
+    let sampler = Arc::clone(&ctx);
+    tokio::spawn(async move { sampler.admission.memory.run(&sampler.hub, sampler.shutdown.clone()).await });
+    let gate = ctx.admission.handshakes.gate();
+    accept_loop_gated(&listener, "public", &ctx.shutdown, Some(gate), |stream, peer, permit| {
+        ctx.tracker.spawn(connection(Arc::clone(&shared), stream, peer, permit));
     })
     .await;
 }
 
 /// Serves one TCP connection: HTTP/1 until an upgrade, then the session.
-async fn connection(listener: Arc<Listener>, stream: TcpStream, peer: SocketAddr) {
+/// `permit` is its `--max-handshakes` permit, given back at the upgrade.
+async fn connection(
+    listener: Arc<Listener>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     let id = listener.ctx.hub.next_conn_id();
     let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
     async move {
+        let _open = listener.admission().memory.open();
+        let handshake = listener.admission().handshakes.begin(permit);
         let ctx = &listener.ctx;
         let stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
             Ok(stream) => stream,
@@ -133,6 +194,7 @@ async fn connection(listener: Arc<Listener>, stream: TcpStream, peer: SocketAddr
                 tracing::debug!(%error, "http connection ended");
             }
         }
+        drop(handshake);
         let accepted = pending.into_inner().unwrap_or_else(|e| e.into_inner());
         if let Some(accepted) = accepted {
             tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");

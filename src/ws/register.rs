@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::protocol::{self, BadRequest, ClientMessage, Register};
-use super::session::{End, Incoming, Session, incoming};
+use super::session::{End, Incoming, Session};
 use super::{Mode, envelope};
 use crate::core::{AuthError, CloseCode, EventName, Hub, Identity, JoinError, Outbox, Replay, UserId};
 
@@ -37,14 +36,14 @@ pub(super) async fn register(conn: &mut Session<'_>, handshake: Option<Identity>
     let deadline = Instant::now() + ctx.config.register_timeout;
     let attempt = async {
         loop {
-            let text = match incoming(conn.ws.next().await)? {
+            // Also writes out the answers queued so far.
+            let text = match conn.next().await? {
                 Incoming::Text(text) => text,
                 Incoming::Alive => continue,
             };
             if let Some(member) = first_message(conn, handshake.as_ref(), &text).await? {
                 return Ok(member);
             }
-            conn.flush().await?;
         }
     };
     tokio::select! {

@@ -1,19 +1,42 @@
 //! A connection's life after the upgrade, in its one task: open the
 //! WebSocket, register (the only phase with a timer), live, close.
+//!
+//! # Writes
+//! Frames are queued without waiting ([`Session::queue`]) and written by
+//! [`Session::poll_io`]. tungstenite's write buffer is handed at most
+//! [`WRITE_BUDGET`] bytes (or one larger frame) between two completed
+//! flushes; what does not fit waits in the session's backlog as the frames
+//! themselves, which share their bytes with the delivery (no copy). So a
+//! blocked socket pins at most one budget of copied bytes, and a slow
+//! consumer's close frame skips the backlog. The write buffer also has a
+//! hard cap (`max_write_buffer_size`): tungstenite queues a pong for every
+//! ping it reads, on its own, and would otherwise buffer them without limit.
+//!
+//! # Clients that do not read
+//! While our writes are blocked, the session reads at most
+//! [`MAX_READS_WHILE_BLOCKED`] messages (then it waits for the writes, so a
+//! client that sends but never reads cannot grow our replies), and at most
+//! [`MAX_CONTROLS_WHILE_BLOCKED`] pings or pongs: one more means the client
+//! keeps talking without reading — each ping asks for a pong we cannot
+//! write — and the connection is closed with 1008 at once, with no linger.
+//! Both phases (register and live) read through [`Session::poll_io`].
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::handshake::Accepted;
 use super::protocol::BadRequest;
-use super::{Mode, WsContext, close, envelope, live, register};
+use super::{MAX_HEADER_BYTES, Mode, WsContext, close, envelope, live, register};
 use crate::core::{CloseCode, CloseReason, ConnId};
 use crate::net::tls::Socket;
 
@@ -25,10 +48,14 @@ pub(super) type Ws = WebSocketStream<Socket>;
 /// the goal of a few KiB per idle connection (BENCHMARKS.md, P6).
 const READ_BUFFER_BYTES: usize = 1024;
 
-/// Frames are gathered up to this many bytes before a write to the socket;
-/// each drained batch ends with one flush anyway. Bounds what the write
-/// buffer keeps allocated after a burst.
+/// tungstenite writes its buffer to the socket once it holds more than this;
+/// each drained batch ends with one flush anyway.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Bytes handed to tungstenite's write buffer between two completed flushes
+/// (a single larger frame is handed alone). The rest of a batch waits in the
+/// session's backlog.
+const WRITE_BUDGET: usize = 2 * WRITE_BUFFER_BYTES;
 
 /// The longest a closing connection waits to flush its close frame and read
 /// the client's answering close frame.
@@ -37,11 +64,24 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Bad requests a connection may make; the last one closes it with 4503.
 const MAX_STRIKES: u8 = 3;
 
+/// Messages a client may send while its socket is not taking our writes;
+/// past this the session stops reading until the writes complete, so a
+/// client that sends but never reads cannot grow our replies.
+const MAX_READS_WHILE_BLOCKED: u32 = 32;
+
+/// Pings and pongs a client may send while its socket is not taking our
+/// writes; the next one closes it with 1008. A browser sends one pong per
+/// server ping, so a legitimate client never comes near.
+const MAX_CONTROLS_WHILE_BLOCKED: u32 = 32;
+
 /// How a session ends.
 #[derive(Debug)]
 pub(super) enum End {
     /// The server closes with this reason.
     Close(CloseReason),
+    /// The client does not read what it is sent: the close frame is written
+    /// only if it goes out at once, and the socket is dropped, with no linger.
+    Abort(CloseReason),
     /// The client sent a close frame (with this code); tungstenite has
     /// queued the answer.
     PeerClosed(Option<u16>),
@@ -71,34 +111,210 @@ pub(super) struct Session<'a> {
     /// Frames were queued since the last completed flush.
     pub unflushed: bool,
     strikes: u8,
+    /// Frames queued but not yet handed to tungstenite, and their bytes.
+    backlog: VecDeque<Message>,
+    backlog_bytes: usize,
+    /// Bytes handed to tungstenite since its buffer was last flushed out.
+    handed: usize,
+    /// Messages, and pings or pongs, read since the writes blocked.
+    reads_while_blocked: u32,
+    controls_while_blocked: u32,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.ctx.admission.memory.backlog_shrank(self.backlog_bytes);
+    }
+}
+
+impl<'a> Session<'a> {
+    fn new(ctx: &'a WsContext, ws: Ws, mode: Mode, id: ConnId) -> Self {
+        Session {
+            ctx,
+            ws,
+            mode,
+            id,
+            unflushed: false,
+            strikes: 0,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            handed: 0,
+            reads_while_blocked: 0,
+            controls_while_blocked: 0,
+        }
+    }
 }
 
 impl Session<'_> {
-    /// Queues `message` in the socket's write buffer without waiting; a
-    /// flush (the live loop's, or [`Session::flush`]) writes it out. This is
-    /// `Sink::start_send` without `poll_ready`: tokio-tungstenite accepts a
-    /// frame even while the socket is blocked (it stays buffered), so a batch
-    /// is never interrupted halfway by a slow socket, and the live loop keeps
-    /// watching the socket and the outbox while the flush is pending.
+    /// Queues `message` without waiting; [`Session::poll_io`] (the live
+    /// loop's, or [`Session::flush`]) writes it out. It goes straight into
+    /// tungstenite's write buffer while the budget allows (tokio-tungstenite
+    /// accepts a frame even while the socket is blocked), else into the
+    /// backlog, so a batch is never interrupted halfway by a slow socket and
+    /// the live loop keeps watching the socket and the outbox meanwhile.
     pub(super) fn queue(&mut self, message: Message) -> Result<(), End> {
-        Pin::new(&mut self.ws).start_send(message).map_err(|error| {
-            tracing::debug!(%error, "write failed");
-            End::Gone
-        })?;
         self.unflushed = true;
+        if self.backlog.is_empty() && self.fits(message.len()) {
+            match self.hand(message)? {
+                None => return Ok(()),
+                Some(refused) => return self.keep(refused),
+            }
+        }
+        self.keep(message)
+    }
+
+    /// True when a frame of `len` bytes may be handed to tungstenite now.
+    fn fits(&self, len: usize) -> bool {
+        self.handed == 0 || self.handed + len <= WRITE_BUDGET
+    }
+
+    /// Hands `message` to tungstenite; gives it back if its buffer is full.
+    fn hand(&mut self, message: Message) -> Result<Option<Message>, End> {
+        let len = message.len();
+        match Pin::new(&mut self.ws).start_send(message) {
+            Ok(()) => {
+                self.handed += len;
+                Ok(None)
+            }
+            Err(WsError::WriteBufferFull(refused)) if self.handed > 0 => Ok(Some(*refused)),
+            Err(WsError::WriteBufferFull(_)) => {
+                tracing::warn!(len, "a frame larger than the write buffer's cap");
+                Err(End::close(CloseCode::Internal, "frame too large to send"))
+            }
+            Err(error) => {
+                tracing::debug!(%error, "write failed");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// Puts `message` at the end of the backlog.
+    fn keep(&mut self, message: Message) -> Result<(), End> {
+        let len = message.len();
+        self.backlog_bytes += len;
+        self.ctx.admission.memory.backlog_grew(len);
+        self.backlog.push_back(message);
         Ok(())
+    }
+
+    /// Hands the backlog's frames to tungstenite while the budget allows.
+    fn hand_over(&mut self) -> Result<(), End> {
+        let before = self.backlog_bytes;
+        let result = self.hand_over_frames();
+        let memory = &self.ctx.admission.memory;
+        match before.cmp(&self.backlog_bytes) {
+            std::cmp::Ordering::Greater => memory.backlog_shrank(before - self.backlog_bytes),
+            std::cmp::Ordering::Less => memory.backlog_grew(self.backlog_bytes - before),
+            std::cmp::Ordering::Equal => {}
+        }
+        result
+    }
+
+    fn hand_over_frames(&mut self) -> Result<(), End> {
+        while let Some(message) = self.backlog.pop_front() {
+            let len = message.len();
+            if !self.fits(len) {
+                self.backlog.push_front(message);
+                break;
+            }
+            self.backlog_bytes -= len;
+            if let Some(refused) = self.hand(message)? {
+                // Given back as a frame, whose length counts its header.
+                self.backlog_bytes += refused.len();
+                self.backlog.push_front(refused);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the frames not yet handed to tungstenite (a slow consumer's,
+    /// or any once the connection is closing without them).
+    fn discard_backlog(&mut self) {
+        self.ctx.admission.memory.backlog_shrank(self.backlog_bytes);
+        self.backlog = VecDeque::new();
+        self.backlog_bytes = 0;
+    }
+
+    /// Writes out everything queued: `Ready(Ok)` once the backlog is empty
+    /// and tungstenite's buffer flushed.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        loop {
+            self.hand_over()?;
+            if let Err(error) = ready!(Pin::new(&mut self.ws).poll_flush(cx)) {
+                tracing::debug!(%error, "flush failed");
+                return Poll::Ready(Err(End::Gone));
+            }
+            self.handed = 0;
+            if self.backlog.is_empty() {
+                self.unflushed = false;
+                return Poll::Ready(Ok(()));
+            }
+        }
     }
 
     /// Writes out everything queued.
     pub(super) async fn flush(&mut self) -> Result<(), End> {
         if self.unflushed {
-            self.ws.flush().await.map_err(|error| {
-                tracing::debug!(%error, "flush failed");
-                End::Gone
-            })?;
-            self.unflushed = false;
+            poll_fn(|cx| self.poll_write(cx)).await?;
         }
         Ok(())
+    }
+
+    /// Advances the pending writes, then reads the client's next frame —
+    /// within the limits on what a client that does not read may send (see
+    /// the module's docs). `Pending` when there is nothing to read, or while
+    /// reading waits for the writes.
+    pub(super) fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, End>> {
+        if self.unflushed {
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.reads_while_blocked = 0;
+                    self.controls_while_blocked = 0;
+                }
+                Poll::Ready(Err(end)) => return Poll::Ready(Err(end)),
+                Poll::Pending => {}
+            }
+        }
+        let blocked = self.unflushed;
+        if blocked && self.reads_while_blocked >= MAX_READS_WHILE_BLOCKED {
+            return Poll::Pending;
+        }
+        let item = ready!(self.ws.poll_next_unpin(cx));
+        match &item {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) if blocked => {
+                self.controls_while_blocked += 1;
+                if self.controls_while_blocked > MAX_CONTROLS_WHILE_BLOCKED {
+                    tracing::debug!(frames = self.controls_while_blocked, "pings and pongs while not reading");
+                    let reason = CloseReason { code: CloseCode::Policy, reason: "not reading".into() };
+                    return Poll::Ready(Err(End::Abort(reason)));
+                }
+            }
+            _ if blocked => self.reads_while_blocked += 1,
+            _ => {}
+        }
+        if let Some(Ok(Message::Ping(_))) = &item {
+            // tungstenite has queued the pong: have it written.
+            self.unflushed = true;
+        }
+        Poll::Ready(incoming(item))
+    }
+
+    /// The client's next frame (see [`Session::poll_io`]).
+    pub(super) async fn next(&mut self) -> Result<Incoming, End> {
+        poll_fn(|cx| self.poll_io(cx)).await
+    }
+
+    /// Writes out what was queued, then the close frame.
+    async fn close_with(&mut self, frame: CloseFrame) -> Result<(), End> {
+        self.flush().await?;
+        // After a completed flush the close frame fits in the write buffer.
+        Pin::new(&mut self.ws).start_send(Message::Close(Some(frame))).map_err(|error| {
+            tracing::debug!(%error, "close failed");
+            End::Gone
+        })?;
+        self.unflushed = true;
+        self.flush().await
     }
 
     /// Counts a bad request (docs/protocol.md, "Client messages"): the envelope mode gets an error
@@ -155,7 +371,7 @@ pub(super) fn incoming(item: Option<Result<Message, WsError>>) -> Result<Incomin
 pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
     let Accepted { upgrade, mode, identity, slot } = accepted;
     let Some(ws) = open(upgrade, ctx).await else { return };
-    let mut conn = Session { ctx, ws, mode, id, unflushed: false, strikes: 0 };
+    let mut conn = Session::new(ctx, ws, mode, id);
     let end = match slot {
         // Counted while the session runs; released before the close linger.
         Some(_slot) => serve(&mut conn, identity).await,
@@ -174,6 +390,18 @@ async fn serve(conn: &mut Session<'_>, identity: Option<crate::core::Identity>) 
     }
 }
 
+/// An upper bound of the largest frame the gateway sends: a push of
+/// `--max-message-bytes` in the envelope mode (JSON escaping at most
+/// sextuples a text), or a `registered` answer listing
+/// `--max-events-per-conn` events for a user id as long as a token can be.
+fn largest_frame(ctx: &WsContext) -> usize {
+    let hub = ctx.hub.config();
+    let push = 6 * hub.max_message_bytes;
+    let token = ctx.config.max_client_frame_bytes.max(MAX_HEADER_BYTES);
+    let registered = 131 * hub.max_events_per_conn + 6 * token;
+    push.max(registered) + 1024
+}
+
 /// Takes the upgraded TCP stream back from hyper and wraps it.
 async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws> {
     let upgraded = match upgrade.await {
@@ -188,9 +416,13 @@ async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws>
         return None;
     };
     let max = ctx.config.max_client_frame_bytes;
+    // The cap is never reached by our own frames (the budget hands one large
+    // frame alone); it bounds the pongs tungstenite queues by itself. Above
+    // WRITE_BUFFER_BYTES by construction, as tungstenite requires.
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUDGET + largest_frame(ctx))
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     let stream = parts.io.into_inner();
@@ -202,18 +434,36 @@ async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws>
 }
 
 /// Ends the session: sends the close frame (after everything already
-/// queued) and waits, at most [`CLOSE_LINGER`], for the client's answer.
-/// Counts the close by code (a client's own close as 1000 or 1001 when it
-/// gave one of those).
+/// queued, except a slow consumer's backlog) and waits, at most
+/// [`CLOSE_LINGER`], for the client's answer; a client that does not read
+/// ([`End::Abort`]) gets one try and no wait. Counts the close by code (a
+/// client's own close as 1000 or 1001 when it gave one of those).
 async fn finish(conn: &mut Session<'_>, end: End) {
     let metrics = conn.ctx.hub.metrics();
+    let end = match end {
+        End::Abort(reason) => {
+            tracing::debug!(code = reason.code.code(), reason = %reason.reason, "dropping");
+            metrics.disconnected(reason.code);
+            conn.discard_backlog();
+            if conn.close_with(close::frame(&reason)).now_or_never().is_none() {
+                tracing::debug!("close frame not written: the socket is full");
+            }
+            return;
+        }
+        other => other,
+    };
     let linger = async {
         match end {
             End::Close(reason) => {
                 tracing::debug!(code = reason.code.code(), reason = %reason.reason, "closing");
                 metrics.disconnected(reason.code);
-                conn.queue(Message::Close(Some(close::frame(&reason))))?;
-                conn.flush().await?;
+                if reason.code == CloseCode::SlowConsumer {
+                    // Its queue is freed: so are the frames not yet handed to
+                    // the socket, and the close frame goes next (docs/protocol.md,
+                    // "Slow consumers").
+                    conn.discard_backlog();
+                }
+                conn.close_with(close::frame(&reason)).await?;
                 while let Some(Ok(_)) = conn.ws.next().await {}
             }
             End::PeerClosed(code) => {
@@ -223,10 +473,12 @@ async fn finish(conn: &mut Session<'_>, end: End) {
                     Some(1001) => metrics.disconnected(CloseCode::GoingAway),
                     _ => {}
                 }
-                conn.unflushed = true; // the answering close frame
+                // Nothing but the answering close frame may follow its close.
+                conn.discard_backlog();
+                conn.unflushed = true;
                 conn.flush().await?;
             }
-            End::Gone => tracing::debug!("connection lost"),
+            End::Abort(_) | End::Gone => tracing::debug!("connection lost"),
         }
         Ok::<(), End>(())
     };
