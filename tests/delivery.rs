@@ -6,8 +6,6 @@
 //!
 //! Waits are on events (a frame, a reply, a counter in the hub) bounded by
 //! [`WAIT`]; the only sleep lets a 50 ms TTL pass, checked against the clock.
-//! `figures_for_the_closing_note` prints numbers and asserts no timing; run it
-//! with `cargo test --test delivery figures -- --nocapture`.
 
 mod common;
 
@@ -30,7 +28,6 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 type PushClient = PushServiceClient<tonic::transport::Channel>;
@@ -782,107 +779,4 @@ async fn metrics_parse_and_their_counters_move() {
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "buckets are cumulative");
     assert_eq!(buckets.last().copied(), Some((f64::INFINITY, after.get(&format!("{latency}_count"), &[]))));
     assert_eq!(after.get("pushgate_broker_publish_errors_total", &[]), 0.0);
-}
-
-// ---------------------------------------------------------------- figures
-
-/// The send and receive queues of a loopback TCP socket, from
-/// /proc/net/tcp (Linux); `None` elsewhere.
-fn kernel_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let port = |addr: &str| addr.split_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 5 || port(fields[1])? != local_port || port(fields[2])? != remote_port {
-            return None;
-        }
-        let (tx, rx) = fields[4].split_once(':')?;
-        Some((u64::from_str_radix(tx, 16).ok()?, u64::from_str_radix(rx, 16).ok()?))
-    })
-}
-
-fn local_port(ws: &Ws) -> u16 {
-    match ws.get_ref() {
-        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local addr").port(),
-        _ => panic!("a plain TCP client"),
-    }
-}
-
-/// Server-side memory of one slow connection at the cap, and the time a
-/// resume takes to replay 64 messages. Prints; asserts no timing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn figures_for_the_closing_note() {
-    let gw = common::start(slow_settings(SlowPolicy::Close)).await;
-    let mut stream = PushStream::open(&gw).await;
-    let cost = queue_cost("e");
-    let slow = gw.compat_tab("slow", "e").await;
-    let outbox = sole_outbox(&gw);
-    let (public, client_port) = (gw.public().port(), local_port(&slow));
-    let mut accepted = 0u64;
-    // Push until the queue overflows; keep what was seen just before that push.
-    let (queued, kernel) = loop {
-        assert!(accepted < MAX_ROUNDS, "never reached the cap");
-        let queued = outbox.queued_bytes();
-        // Only a push at the cap can overflow; read the kernel's queues then.
-        let at_cap = queued + cost > QUEUE_CAP;
-        let kernel =
-            at_cap.then(|| kernel_queues(public, client_port).zip(kernel_queues(client_port, public))).flatten();
-        match stream.round(vec![text_push("slow", "e", &numbered(accepted))]).await[0].delivered {
-            1 => accepted += 1,
-            _ => break (queued, kernel),
-        }
-    };
-    let in_queue = (queued / cost) as u64;
-    assert_eq!(gw.running.hub.stats().drops, in_queue + 1, "the queue and the overflowing push were dropped");
-    let frame_bytes = (MSG_BYTES + 4) as u64; // a 1 KiB text frame: 4 header bytes, unmasked
-    let beyond_queue = (accepted - in_queue) * frame_bytes;
-    let (texts, code) = read_to_close(slow).await;
-    assert_eq!((code, texts.len() as u64), (4000, accepted - in_queue), "written frames, then the close");
-
-    println!("slow connection at the cap ({QUEUE_CAP} B cap, {MSG_BYTES} B messages, {cost} B counted each):");
-    println!("  outbox queued_bytes() just before the close: {queued} B ({in_queue} deliveries)");
-    println!(
-        "  the outbox itself: {in_queue} Arc<Delivery> slots, ~{} B; the payloads they keep alive are shared with the history",
-        in_queue * 8
-    );
-    println!("  written past the outbox before the socket blocked: {beyond_queue} B ({} frames)", accepted - in_queue);
-    match kernel {
-        Some(((server_tx, _), (_, client_rx))) => {
-            let in_process = beyond_queue.saturating_sub(server_tx + client_rx);
-            println!(
-                "  of which in kernel buffers: server send queue {server_tx} B, client receive queue {client_rx} B"
-            );
-            println!("  so in tungstenite's write buffer: ~{in_process} B (flushed at 8 KiB; holds a drained batch)");
-        }
-        None => println!("  (kernel queues unknown: no /proc/net/tcp)"),
-    }
-
-    // Replay of 64 messages (the default history size).
-    let gw = common::start(common::settings()).await;
-    let mut client = gw.grpc().await;
-    for i in 0..64 {
-        push(&mut client, text_push("replay", "e", &format!("message {i:02} {}", "r".repeat(80)))).await;
-    }
-    let mut runs = Vec::new();
-    for _ in 0..20 {
-        let mut ws = gw.connect(true).await;
-        let started = Instant::now();
-        send_json(&mut ws, json!({"token": "replay", "events": ["e"], "since": 0})).await;
-        assert_eq!(next_json(&mut ws).await["type"], "registered");
-        for seq in 1..=64 {
-            assert_eq!(next_push(&mut ws).await.0, seq);
-        }
-        let recovered = next_json(&mut ws).await;
-        runs.push(started.elapsed());
-        assert_eq!(recovered, json!({"type": "recovered", "from": 0, "to": 64, "complete": true}));
-        leave(&gw, "replay", ws).await;
-    }
-    runs.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "replay of 64 messages (register with since → recovered), 20 runs: median {:.0} µs, min {:.0} µs, max {:.0} µs",
-        us(runs[runs.len() / 2]),
-        us(runs[0]),
-        us(runs[runs.len() - 1])
-    );
 }
