@@ -8,11 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use common::text_push;
+use common::ws::{next_text, send_text, until_close};
+use pushgate::proto::OnlineRequest;
 use pushgate::proto::push_service_client::PushServiceClient;
-use pushgate::proto::{OnlineRequest, PushRequest, push_request};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// The gateway as a child process, with the addresses it logged.
 struct GatewayProcess {
@@ -59,7 +58,7 @@ fn spawn_gateway(drain: &str) -> GatewayProcess {
 async fn sigterm_drains_and_exits_zero() {
     let mut gw = spawn_gateway("3s");
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.public)).await.expect("ws connect");
-    ws.send(Message::text(r#"{"token":"u1","event":"e"}"#)).await.expect("register");
+    send_text(&mut ws, r#"{"token":"u1","event":"e"}"#).await;
     let mut grpc = PushServiceClient::connect(format!("http://{}", gw.internal)).await.expect("grpc");
     let online = async {
         loop {
@@ -71,28 +70,17 @@ async fn sigterm_drains_and_exits_zero() {
         }
     };
     tokio::time::timeout(common::WAIT, online).await.expect("client registered");
-    let push = PushRequest {
-        user_id: "u1".into(),
-        event: "e".into(),
-        payload: Some(push_request::Payload::Message("before the signal".into())),
-        ..Default::default()
-    };
-    assert_eq!(grpc.push(push).await.expect("push").into_inner().delivered, 1);
+    assert_eq!(grpc.push(text_push("u1", "e", "before the signal")).await.expect("push").into_inner().delivered, 1);
 
     let signalled = Instant::now();
     let status = Command::new("kill").args(["-TERM", &gw.child.id().to_string()]).status().expect("kill");
     assert!(status.success());
 
-    let first = tokio::time::timeout(common::WAIT, ws.next()).await.expect("a frame").expect("open").expect("ok");
-    assert_eq!(first, Message::text("before the signal"));
-    let close = tokio::time::timeout(common::WAIT, ws.next()).await.expect("close frame").expect("open").expect("ok");
-    match close {
-        Message::Close(Some(frame)) => {
-            assert_eq!(frame.code, CloseCode::Away, "1001 going away");
-            assert!(frame.reason.contains("reconnect_after_ms="), "reason: {}", frame.reason);
-        }
-        other => panic!("expected a close frame, got {other:?}"),
-    }
+    assert_eq!(next_text(&mut ws).await, "before the signal");
+    let (data, (code, reason)) = until_close(&mut ws).await;
+    assert!(data.is_empty(), "expected a close frame, got {data:?}");
+    assert_eq!(code, 1001, "1001 going away");
+    assert!(reason.contains("reconnect_after_ms="), "reason: {reason}");
 
     let exit = loop {
         if let Some(status) = gw.child.try_wait().expect("wait") {
@@ -124,7 +112,7 @@ async fn drain_spreads_the_closes_over_the_drain_period() {
         .into_iter()
         .map(|mut tab| {
             tokio::spawn(async move {
-                let (code, reason) = common::closed(&mut tab).await;
+                let (code, reason) = common::ws::closed(&mut tab).await;
                 (started.elapsed(), code, reason)
             })
         })
