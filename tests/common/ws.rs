@@ -41,16 +41,19 @@ pub async fn send_json<S: Sink<Message, Error = WsError> + Unpin>(ws: &mut S, va
     send_text(ws, &value.to_string()).await;
 }
 
-/// The next data frame (pings and pongs skipped); fails on a close.
+/// The next data frame (pings and pongs skipped); fails on a close, or when
+/// none comes within [`WAIT`] (pings or not).
 pub async fn next_frame<S: Stream<Item = Result<Message, WsError>> + Unpin>(ws: &mut S) -> Message {
-    loop {
-        let frame = timeout(WAIT, ws.next()).await.expect("a frame in time").expect("stream open").expect("frame");
-        match frame {
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(close) => panic!("unexpected close {close:?}"),
-            data => return data,
+    let data = async {
+        loop {
+            match ws.next().await.expect("stream open").expect("frame") {
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Close(close) => panic!("unexpected close {close:?}"),
+                data => return data,
+            }
         }
-    }
+    };
+    timeout(WAIT, data).await.expect("a frame in time")
 }
 
 /// The next data frame, which must be text.
@@ -67,23 +70,25 @@ pub async fn next_json<S: Stream<Item = Result<Message, WsError>> + Unpin>(ws: &
 }
 
 /// Reads up to the server's close frame and returns the data frames before it
-/// (pings and pongs skipped) and the close's code and reason; then reads on,
-/// which answers the close, to the end.
+/// (pings and pongs skipped) and the close's code and reason; fails when it
+/// does not come within [`WAIT`]. Then reads on, which answers the close, to
+/// the end.
 pub async fn until_close<S: Stream<Item = Result<Message, WsError>> + Unpin>(
     ws: &mut S,
 ) -> (Vec<Message>, (u16, String)) {
     let mut data = Vec::new();
-    let close = loop {
-        match timeout(WAIT, ws.next()).await.expect("close in time") {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                break (frame.code.into(), frame.reason.as_str().to_owned());
+    let close = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return (frame.code.into(), frame.reason.as_str().to_owned()),
+                Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(frame)) => data.push(frame),
+                other => panic!("after {} data frames: expected a close frame, got {other:?}", data.len()),
             }
-            Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(frame)) => data.push(frame),
-            other => panic!("after {} data frames: expected a close frame, got {other:?}", data.len()),
         }
     };
+    let close = timeout(WAIT, close).await.expect("close in time");
     let _ = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     (data, close)
 }
