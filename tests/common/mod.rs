@@ -1,6 +1,7 @@
 //! Shared test harness: the real gateway on 127.0.0.1:0, real clients.
 #![allow(dead_code)]
 
+pub mod clock;
 pub mod http;
 pub mod metrics;
 pub mod pki;
@@ -17,7 +18,6 @@ use pushgate::proto::push_service_client::PushServiceClient;
 use pushgate::proto::{PushRequest, push_request};
 use pushgate::server::{self, Listeners, Running};
 use serde_json::{Value, json};
-use tokio::time::timeout;
 
 use self::ws::{ENVELOPE, Ws, next_json, next_text, send_json, try_connect};
 
@@ -86,14 +86,16 @@ pub async fn start_with(settings: Settings, auth: Arc<dyn Authenticator>) -> Gat
     Gateway { running, config }
 }
 
-/// Polls `condition` until it holds; fails after [`WAIT`] naming `what`.
+/// Polls `condition` every millisecond until it holds; fails after [`WAIT`]
+/// naming `what`. Both are real time: the pauses are taken on a blocking
+/// thread, so on a paused clock polling moves no time (see [`clock`]).
 pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let polled = timeout(WAIT, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
-    polled.await.unwrap_or_else(|_| panic!("never: {what}"));
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < WAIT, "never: {what}");
+        let pause = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)));
+        pause.await.expect("a pause");
+    }
 }
 
 /// A gRPC text push request.
