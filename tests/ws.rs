@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use common::clock::{still, within};
 use common::ws::{ENVELOPE, closed, next_frame, next_json, next_text, send_text, try_connect};
 use common::{Gateway, WAIT, eventually, fast_heartbeat, settings};
 use futures_util::{SinkExt, StreamExt};
@@ -18,7 +19,7 @@ use pushgate::core::{AuthError, AuthFuture, Authenticator, Identity, Payload};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -225,12 +226,16 @@ async fn refused_tokens() {
     assert_eq!(closed(&mut other_user).await.0, 4500);
 }
 
+/// How long after it is authenticated the token `short` of [`TestAuth`]
+/// expires.
+const SHORT: Duration = Duration::from_secs(2);
+
 /// Tokens for expiry, refresh and event restrictions.
 struct TestAuth;
 
 impl Authenticator for TestAuth {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
-        let soon = SystemTime::now() + Duration::from_millis(400);
+        let soon = SystemTime::now() + SHORT;
         let result = match token {
             "short" => Ok(Identity { expires_at: Some(soon), ..Identity::user("u1") }),
             "fresh" => Ok(Identity::user("u1")),
@@ -243,35 +248,46 @@ impl Authenticator for TestAuth {
     }
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): the expiry is checked from both
+/// sides without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn an_expired_token_closes_4002_unless_refreshed() {
-    let gw = common::start_with(fast_heartbeat(settings()), Arc::new(TestAuth)).await;
-    let mut expiring = gw.envelope().await;
-    send_text(&mut expiring, r#"{"token":"short","event":"e"}"#).await;
-    assert_eq!(next_json(&mut expiring).await["type"], "registered");
-    let mut refreshed = gw.envelope().await;
-    send_text(&mut refreshed, r#"{"token":"short","event":"e"}"#).await;
-    assert_eq!(next_json(&mut refreshed).await["type"], "registered");
-    send_text(&mut refreshed, r#"{"type":"refresh","token":"fresh"}"#).await;
-    assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
+    let gw = common::start_with(settings(), Arc::new(TestAuth)).await;
+    let (registering, wall) = (Instant::now(), SystemTime::now());
+    let (mut expiring, mut refreshed) = still(async {
+        let mut expiring = gw.envelope().await;
+        send_text(&mut expiring, r#"{"token":"short","event":"e"}"#).await;
+        assert_eq!(next_json(&mut expiring).await["type"], "registered");
+        let mut refreshed = gw.envelope().await;
+        send_text(&mut refreshed, r#"{"token":"short","event":"e"}"#).await;
+        assert_eq!(next_json(&mut refreshed).await["type"], "registered");
+        send_text(&mut refreshed, r#"{"type":"refresh","token":"fresh"}"#).await;
+        assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
+        (expiring, refreshed)
+    })
+    .await;
+    // The token expires SHORT after it was authenticated, by the wall clock,
+    // and the gateway times what is left of it on tokio's clock, held still
+    // while they registered: the close is due SHORT after `registering`,
+    // less at most the real time the registration took.
+    let took = wall.elapsed().expect("the wall clock goes on");
+    let (earliest, latest) = (registering + SHORT - took, registering + SHORT);
 
-    // Keep reading the refreshed client (so it answers pings) until the other one is closed.
-    let keep_reading = async {
-        loop {
-            match refreshed.next().await {
-                Some(Ok(Message::Ping(_))) => continue,
-                other => return other,
-            }
-        }
-    };
-    tokio::select! {
-        (code, _) = closed(&mut expiring) => assert_eq!(code, 4002),
-        other = keep_reading => panic!("the refreshed client got {other:?}"),
-    }
+    // A millisecond before that it is open: its ping is answered.
+    tokio::time::sleep_until(earliest - Duration::from_millis(1)).await;
+    still(async {
+        send_text(&mut expiring, r#"{"type":"ping"}"#).await;
+        assert_eq!(next_json(&mut expiring).await, json!({"type": "pong"}));
+    })
+    .await;
+    // By then it is closed; the refreshed one is not: a push is the next
+    // thing it gets.
+    tokio::time::sleep_until(latest).await;
+    assert_eq!(still(closed(&mut expiring)).await.0, 4002);
     gw.push_text("u1", "e", "after expiry");
-    assert_eq!(next_json(&mut refreshed).await["data"], "after expiry");
+    assert_eq!(still(next_json(&mut refreshed)).await["data"], "after expiry");
     send_text(&mut refreshed, r#"{"type":"refresh","token":"other"}"#).await;
-    assert_eq!(closed(&mut refreshed).await.0, 4500);
+    assert_eq!(still(closed(&mut refreshed)).await.0, 4500);
 }
 
 #[tokio::test]
@@ -392,12 +408,27 @@ async fn oversize_frames_close_1009() {
     gw.still_healthy().await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): the deadline is checked to the
+/// millisecond without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn no_register_within_the_timeout_closes_4001() {
-    let gw = common::start(Settings { register_timeout: Some(Duration::from_millis(200)), ..settings() }).await;
-    let mut client = gw.compat().await;
-    assert_eq!(closed(&mut client).await.0, 4001);
-    gw.still_healthy().await;
+    const REGISTER: Duration = Duration::from_secs(5);
+    let gw = common::start(Settings { register_timeout: Some(REGISTER), ..settings() }).await;
+    // They connect with the clock held: their deadline is REGISTER after `opened`.
+    let opened = Instant::now();
+    let (mut silent, mut prober) = still(async { (gw.compat().await, gw.envelope().await) }).await;
+    // A millisecond before it they are open: a ping (which is no register) is answered.
+    tokio::time::sleep_until(opened + REGISTER - Duration::from_millis(1)).await;
+    still(async {
+        send_text(&mut prober, r#"{"type":"ping"}"#).await;
+        assert_eq!(next_json(&mut prober).await, json!({"type": "pong"}));
+    })
+    .await;
+    // At it both are closed.
+    tokio::time::sleep_until(opened + REGISTER).await;
+    assert_eq!(still(closed(&mut silent)).await.0, 4001);
+    assert_eq!(still(closed(&mut prober)).await.0, 4001);
+    still(gw.still_healthy()).await;
 }
 
 // ---------------------------------------------------------------- limits
@@ -436,49 +467,101 @@ async fn a_slow_consumer_is_closed_4000_even_while_its_socket_is_blocked() {
 
 // ---------------------------------------------------------------- heartbeat and shutdown
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): four ping intervals pass in
+/// steps of 10 ms, each followed by 2 ms of real time with the clock held for
+/// the pings and their answers to land; a step of 10 ms is far shorter than
+/// the 250 ms a pong may take.
+#[tokio::test(start_paused = true)]
 async fn a_client_that_answers_pings_stays() {
     let gw = common::start(fast_heartbeat(settings())).await;
-    let mut client = gw.compat_tab("u1", "e").await;
+    let mut client = still(gw.compat_tab("u1", "e")).await;
     let mut pings = 0;
-    let watch = async {
-        loop {
-            match client.next().await {
-                Some(Ok(Message::Ping(_))) => pings += 1,
-                other => panic!("unexpected {other:?}"),
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Reading answers the pings.
+        let read = async {
+            loop {
+                match client.next().await {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        };
+        within(Duration::from_millis(2), read).await;
+    }
+    assert!(pings >= 3, "only {pings} pings");
+    assert_eq!(gw.push_text("u1", "e", "alive").delivered, 1);
+    assert_eq!(still(next_text(&mut client)).await, "alive");
+}
+
+/// On tokio's paused clock (`common::clock`): time passes in steps of 1 ms
+/// and the close is timed on the gateway's side, without waiting for it.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_answers_is_closed() {
+    const PING: Duration = Duration::from_millis(2010);
+    const PONG: Duration = Duration::from_secs(2);
+    let heartbeat = Settings { ping_interval: Some(PING), pong_timeout: Some(PONG), ..settings() };
+    let gw = common::start(heartbeat).await;
+    let mut tcp = still(async {
+        let mut tcp = raw_upgrade(&gw).await;
+        tcp.write_all(&masked_text(br#"{"token":"mute","event":"e"}"#)).await.expect("write register");
+        tcp
+    })
+    .await;
+    gw.wait_online("mute", 1).await;
+    let joined = Instant::now();
+    let outbox = gw.running.hub.outboxes().pop().expect("the connection joined");
+    // Read everything, answer nothing, until the gateway closes it; note when
+    // the first bytes (its ping) come.
+    let (mut seen, mut pinged) = (Vec::new(), None);
+    let unanswered = async {
+        let mut buf = [0u8; 1024];
+        while !outbox.is_closing() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if let Ok(n @ 1..) = tcp.try_read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+                pinged.get_or_insert(Instant::now());
             }
         }
     };
-    // Four ping intervals: a silent connection would be closed within the first.
-    let _ = timeout(Duration::from_millis(1200), watch).await;
-    assert!(pings >= 2, "only {pings} pings");
-    assert_eq!(gw.push_text("u1", "e", "alive").delivered, 1);
-    assert_eq!(next_text(&mut client).await, "alive");
-}
-
-#[tokio::test]
-async fn a_client_that_never_answers_is_closed() {
-    let gw = common::start(fast_heartbeat(settings())).await;
-    let mut tcp = raw_upgrade(&gw).await;
-    tcp.write_all(&masked_text(br#"{"token":"mute","event":"e"}"#)).await.expect("write register");
-    gw.wait_online("mute", 1).await;
-    // Read everything, answer nothing; the server must close with 1011.
-    let seen = read_to_end(&mut tcp).await;
+    timeout(WAIT, unanswered).await.expect("closed in time");
+    // It is pinged within a ping interval of joining and closed a pong
+    // timeout after the ping: not sooner after joining than that, nor later
+    // after the ping came (which was no sooner than it was sent).
+    let closed_after = joined.elapsed();
+    assert!(closed_after >= PONG && closed_after <= PING + PONG, "closed {closed_after:?} after it joined");
+    if let Some(pinged) = pinged {
+        assert!(pinged.elapsed() <= PONG, "closed {:?} after the ping came", pinged.elapsed());
+    }
+    // What it read: a ping, then the close, 1011.
     let close = [0x88u8, 2 + 12, 0x03, 0xF3]; // close frame: code 1011, reason "pong timeout"
-    assert!(seen.windows(4).any(|w| w == close), "no 1011 close frame in {seen:?}");
+    let read_to_close = async {
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == close) {
+            match tcp.read(&mut buf).await {
+                Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+                end => panic!("no 1011 close frame in {seen:?} before {end:?}"),
+            }
+        }
+    };
+    still(read_to_close).await;
+    assert_eq!(seen[0], 0x89, "a ping first: {seen:?}");
+    // Then, the close never answered, the server ends the connection.
+    read_to_end(&mut tcp).await;
     gw.wait_online("mute", 0).await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): with one joined connection the
+/// drain closes it at once, so no time needs to pass.
+#[tokio::test(start_paused = true)]
 async fn shutdown_closes_sessions_with_1001() {
     let gw = common::start(Settings { drain_timeout: Some(Duration::from_secs(2)), ..settings() }).await;
-    let mut joined = gw.compat_tab("u1", "e").await;
-    let mut waiting = gw.compat().await;
+    let (mut joined, mut waiting) = still(async { (gw.compat_tab("u1", "e").await, gw.compat().await) }).await;
     gw.running.shutdown();
-    let (code, reason) = closed(&mut joined).await;
+    let (code, reason) = still(closed(&mut joined)).await;
     assert_eq!(code, 1001);
     assert!(reason.contains("reconnect_after_ms="), "{reason}");
-    assert_eq!(closed(&mut waiting).await.0, 1001);
+    assert_eq!(still(closed(&mut waiting)).await.0, 1001);
 }
 
 // ---------------------------------------------------------------- plain HTTP
