@@ -16,8 +16,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::clock::still;
 use common::ws::{ENVELOPE, Ws, close_code, next_json, next_text, send_json, try_connect};
-use common::{Gateway, WAIT, eventually, fast_heartbeat};
+use common::{Gateway, WAIT, eventually};
 use futures_util::stream::SplitSink;
 use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -33,12 +34,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// A WebSocket client whose socket is read by a task of its own, so it
 /// answers the server's pings even while the test waits on something else.
-/// It is a stream of the frames read, each taken note of when it arrived.
+/// It is a stream of the frames read.
 struct Client {
     sink: SplitSink<Ws, Message>,
-    frames: mpsc::UnboundedReceiver<(SystemTime, Message)>,
-    /// When the close frame taken from the stream arrived.
-    closed_at: Option<SystemTime>,
+    frames: mpsc::UnboundedReceiver<Message>,
 }
 
 impl Client {
@@ -48,51 +47,24 @@ impl Client {
         tokio::spawn(async move {
             // Reading also writes tungstenite's automatic pong and close answers.
             while let Some(Ok(frame)) = stream.next().await {
-                if tx.send((SystemTime::now(), frame)).is_err() {
+                if tx.send(frame).is_err() {
                     break;
                 }
             }
         });
-        Self { sink, frames, closed_at: None }
+        Self { sink, frames }
     }
 
     async fn send(&mut self, message: Value) {
         send_json(&mut self.sink, message).await;
-    }
-
-    /// The server's close code, which must come before any data frame, and
-    /// when it arrived.
-    async fn closed(&mut self) -> (u16, SystemTime) {
-        let code = close_code(self).await;
-        (code, self.closed_at.expect("a close frame was read"))
-    }
-
-    /// Waits for a server ping that arrived after `after`; any data or close
-    /// frame before it fails the test.
-    async fn pinged_after(&mut self, after: SystemTime) {
-        let wait = async {
-            loop {
-                match self.frames.recv().await.expect("socket still open") {
-                    (at, Message::Ping(_)) if at > after => return,
-                    (_, Message::Ping(_) | Message::Pong(_)) => continue,
-                    (_, other) => panic!("expected only pings, got {other:?}"),
-                }
-            }
-        };
-        timeout(WAIT, wait).await.expect("a ping in time");
     }
 }
 
 impl Stream for Client {
     type Item = Result<Message, WsError>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let Some((at, frame)) = std::task::ready!(this.frames.poll_recv(cx)) else { return Poll::Ready(None) };
-        if matches!(frame, Message::Close(_)) {
-            this.closed_at = Some(at);
-        }
-        Poll::Ready(Some(Ok(frame)))
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.frames.poll_recv(cx).map(|frame| frame.map(Ok))
     }
 }
 
@@ -320,55 +292,102 @@ async fn rs256_with_a_jwks_file_picks_the_key_by_kid() {
     assert_refused(&gw, &rs512, 4500, "RS512 for an RS256 key").await;
 }
 
-#[tokio::test]
+/// A reading of the wall clock and of tokio's, taken together.
+#[derive(Clone, Copy)]
+struct Clocks {
+    wall: SystemTime,
+    tokio: tokio::time::Instant,
+}
+
+impl Clocks {
+    fn read() -> Self {
+        Self { wall: SystemTime::now(), tokio: tokio::time::Instant::now() }
+    }
+}
+
+/// When, on tokio's clock, a connection whose token expires at `exp`
+/// (seconds since the epoch) is due to close: the gateway arms a timer on
+/// tokio's clock for the time left until `exp` by the wall clock, at some
+/// moment between the readings `before` and `after`. The earliest and the
+/// latest it can be.
+fn due(exp: u64, before: Clocks, after: Clocks) -> (tokio::time::Instant, tokio::time::Instant) {
+    let exp = UNIX_EPOCH + Duration::from_secs(exp);
+    let left = |wall: SystemTime| exp.duration_since(wall).expect("exp is ahead");
+    (before.tokio + left(after.wall), after.tokio + left(before.wall))
+}
+
+/// On tokio's paused clock (`common::clock`): the exp is checked from both
+/// sides without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn a_token_expiring_mid_connection_closes_4002_at_its_exp() {
-    let gw = gateway(fast_heartbeat(hs_settings())).await;
+    let gw = gateway(hs_settings()).await;
     let exp = now() + 2;
     let token = hs256(&claims("alice", exp), SECRET);
-    let mut at_handshake = connect(&with_token(&gw, &token), false).await.expect("accepted at the handshake");
-    at_handshake.send(json!({"event": "e"})).await;
-    let mut in_register = connect(&gw.ws_url(), true).await.expect("connect");
-    in_register.send(json!({"token": token, "event": "e"})).await;
-    assert_eq!(next_json(&mut in_register).await["type"], "registered");
-    gw.wait_online("alice", 2).await;
+    let before = Clocks::read();
+    let (mut at_handshake, mut in_register) = still(async {
+        let mut at_handshake = connect(&with_token(&gw, &token), false).await.expect("accepted at the handshake");
+        at_handshake.send(json!({"event": "e"})).await;
+        let mut in_register = connect(&gw.ws_url(), true).await.expect("connect");
+        in_register.send(json!({"token": token, "event": "e"})).await;
+        assert_eq!(next_json(&mut in_register).await["type"], "registered");
+        gw.wait_online("alice", 2).await;
+        (at_handshake, in_register)
+    })
+    .await;
+    let (earliest, latest) = due(exp, before, Clocks::read());
     assert_eq!(gw.push_text("alice", "e", "while valid").delivered, 2);
-    assert_eq!(next_text(&mut at_handshake).await, "while valid");
-    assert_eq!(next_json(&mut in_register).await["data"], "while valid");
+    still(async {
+        assert_eq!(next_text(&mut at_handshake).await, "while valid");
+        assert_eq!(next_json(&mut in_register).await["data"], "while valid");
+    })
+    .await;
 
-    let expiry = UNIX_EPOCH + Duration::from_secs(exp);
+    // A millisecond before the exp both are open: a push reaches them.
+    tokio::time::sleep_until(earliest - Duration::from_millis(1)).await;
+    assert_eq!(gw.push_text("alice", "e", "just before").delivered, 2);
+    still(async {
+        assert_eq!(next_text(&mut at_handshake).await, "just before");
+        assert_eq!(next_json(&mut in_register).await["data"], "just before");
+    })
+    .await;
+    // By then both are closed.
+    tokio::time::sleep_until(latest).await;
     for client in [&mut at_handshake, &mut in_register] {
-        let (code, at) = client.closed().await;
-        assert_eq!(code, 4002);
-        assert!(at >= expiry, "closed {:?} before the token's exp", expiry.duration_since(at));
-        let late = at.duration_since(expiry).expect("after exp");
-        assert!(late < Duration::from_secs(1), "closed {late:?} after the token's exp");
+        assert_eq!(still(close_code(client)).await, 4002);
     }
     gw.wait_online("alice", 0).await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): the first exp passes without
+/// waiting for it.
+#[tokio::test(start_paused = true)]
 async fn a_refreshed_token_outlives_the_first_exp_and_must_stay_the_same_user() {
-    let gw = gateway(fast_heartbeat(hs_settings())).await;
+    let gw = gateway(hs_settings()).await;
     let first_exp = now() + 2;
     let short = hs256(&claims("alice", first_exp), SECRET);
-    let mut expiring = registered(&gw, &short, "e").await;
-    let mut refreshed = registered(&gw, &short, "e").await;
-    let mut refreshed_expired = registered(&gw, &short, "e").await;
-    refreshed.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() + 60), SECRET)})).await;
-    assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
-    refreshed_expired.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() - 5), SECRET)})).await;
-    assert_eq!(close_code(&mut refreshed_expired).await, 4002, "a refresh with an expired token");
+    let before = Clocks::read();
+    let (mut expiring, mut refreshed) = still(async {
+        let expiring = registered(&gw, &short, "e").await;
+        let mut refreshed = registered(&gw, &short, "e").await;
+        let mut refreshed_expired = registered(&gw, &short, "e").await;
+        refreshed.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() + 60), SECRET)})).await;
+        assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
+        refreshed_expired.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() - 5), SECRET)})).await;
+        assert_eq!(close_code(&mut refreshed_expired).await, 4002, "a refresh with an expired token");
+        (expiring, refreshed)
+    })
+    .await;
+    let (_, latest) = due(first_exp, before, Clocks::read());
 
-    let (code, _) = expiring.closed().await;
-    assert_eq!(code, 4002, "the connection that did not refresh");
-    // Alive well after the first exp: a ping that arrives then, with no
-    // close before it, proves the refresh moved the expiry.
-    refreshed.pinged_after(UNIX_EPOCH + Duration::from_secs(first_exp) + Duration::from_millis(500)).await;
+    // Well after the first exp the one that did not refresh is closed, the
+    // refreshed one is not: a push is the next thing it gets.
+    tokio::time::sleep_until(latest + Duration::from_millis(500)).await;
+    assert_eq!(still(close_code(&mut expiring)).await, 4002, "the connection that did not refresh");
     assert_eq!(gw.push_text("alice", "e", "after the first exp").delivered, 1);
-    assert_eq!(next_json(&mut refreshed).await["data"], "after the first exp");
+    assert_eq!(still(next_json(&mut refreshed)).await["data"], "after the first exp");
 
     refreshed.send(json!({"type": "refresh", "token": hs256(&claims("mallory", now() + 60), SECRET)})).await;
-    assert_eq!(close_code(&mut refreshed).await, 4500, "a refresh with another user's token");
+    assert_eq!(still(close_code(&mut refreshed)).await, 4500, "a refresh with another user's token");
     gw.wait_online("alice", 0).await;
 }
 
@@ -617,7 +636,7 @@ async fn a_slow_webhook_refuses_within_the_timeout_and_stalls_no_one_else() {
     let started = Instant::now();
     slow.send(json!({"token": "slow-token", "event": "a"})).await;
     let refused = async {
-        let (code, _) = slow.closed().await;
+        let code = close_code(&mut slow).await;
         (code, started.elapsed())
     };
     let meanwhile = async {
