@@ -5,13 +5,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::clock::{still, within};
 use common::ws::{closed, next_text, send_text};
 use futures_util::StreamExt;
 use pushgate::config::Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
@@ -91,17 +93,32 @@ async fn over_max_memory_upgrades_get_503_with_retry_after() {
     }
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): the timeout is checked to the
+/// millisecond without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn a_silent_tcp_client_is_dropped_after_the_handshake_timeout() {
-    let timeout = Duration::from_millis(300);
-    let gw = common::start(Settings { handshake_timeout: Some(timeout), ..common::settings() }).await;
-    let mut silent = TcpStream::connect(gw.public()).await.expect("connect");
-    let started = Instant::now();
+    const HANDSHAKE: Duration = Duration::from_secs(3);
+    let gw = common::start(Settings { handshake_timeout: Some(HANDSHAKE), ..common::settings() }).await;
+    // It connects with the clock held, and a client after it is served: the
+    // gateway took it in first, so its timeout runs from `connected`.
+    let connected = Instant::now();
+    let mut silent = still(async {
+        let silent = TcpStream::connect(gw.public()).await.expect("connect");
+        gw.still_healthy().await;
+        silent
+    })
+    .await;
     let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(common::WAIT, silent.read(&mut buf)).await.expect("dropped in time");
+    // A millisecond before the timeout it is open: nothing comes, not even
+    // its end, in 20 ms of real time.
+    tokio::time::sleep_until(connected + HANDSHAKE - Duration::from_millis(1)).await;
+    let early = within(Duration::from_millis(20), silent.read(&mut buf)).await;
+    assert!(early.is_none(), "{early:?} a millisecond before the timeout");
+    // At it the server ends the connection.
+    tokio::time::sleep_until(connected + HANDSHAKE).await;
+    let read = still(silent.read(&mut buf)).await;
     assert!(matches!(read, Ok(0) | Err(_)), "the server ends the connection: {read:?}");
-    assert!(started.elapsed() >= timeout / 2, "not before the timeout ({:?})", started.elapsed());
     // Another client is unaffected.
-    gw.still_healthy().await;
+    still(gw.still_healthy()).await;
     let _ = silent.shutdown().await;
 }
