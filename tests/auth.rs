@@ -677,6 +677,8 @@ async fn webhook_answers_are_cached_per_token() {
     assert_eq!(backend.calls(), 2, "another token is asked");
 }
 
+/// On the real clock: the cache times its entries with
+/// `std::time::Instant`, and the backend answers from a runtime of its own.
 #[tokio::test]
 async fn webhook_cache_entries_expire_after_the_ttl() {
     let backend = Backend::start();

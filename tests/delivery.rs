@@ -6,6 +6,8 @@
 //!
 //! Waits are on events (a frame, a reply, a counter in the hub) bounded by
 //! [`WAIT`]; the only sleep lets a 50 ms TTL pass, checked against the clock.
+//! It is a real one: the history times TTLs with `std::time::Instant`, which
+//! tokio's paused clock does not move.
 
 mod common;
 
