@@ -9,37 +9,35 @@ mod common;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::clock::still;
+use common::ws::{ENVELOPE, Ws, close_code, next_json, next_text, send_json, try_connect};
+use common::{Gateway, WAIT, eventually};
 use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use pushgate::config::{AuthMode, Settings};
-use pushgate::core::{Payload, Push};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-use common::{Gateway, WAIT};
 
 // ---------------------------------------------------------------- clients
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// A WebSocket client whose socket is read by a task of its own, so it
 /// answers the server's pings even while the test waits on something else.
-/// Each frame comes with the time it arrived.
+/// It is a stream of the frames read.
 struct Client {
     sink: SplitSink<Ws, Message>,
-    frames: mpsc::UnboundedReceiver<(SystemTime, Message)>,
+    frames: mpsc::UnboundedReceiver<Message>,
 }
 
 impl Client {
@@ -49,7 +47,7 @@ impl Client {
         tokio::spawn(async move {
             // Reading also writes tungstenite's automatic pong and close answers.
             while let Some(Ok(frame)) = stream.next().await {
-                if tx.send((SystemTime::now(), frame)).is_err() {
+                if tx.send(frame).is_err() {
                     break;
                 }
             }
@@ -58,77 +56,22 @@ impl Client {
     }
 
     async fn send(&mut self, message: Value) {
-        self.sink.send(Message::text(message.to_string())).await.expect("send");
+        send_json(&mut self.sink, message).await;
     }
+}
 
-    /// The next frame and when it arrived; panics when the socket ends.
-    async fn frame(&mut self) -> (SystemTime, Message) {
-        self.frames.recv().await.expect("socket still open")
-    }
+impl Stream for Client {
+    type Item = Result<Message, WsError>;
 
-    /// The next data or close frame (pings and pongs are skipped).
-    async fn next(&mut self) -> Message {
-        let wait = async {
-            loop {
-                match self.frame().await.1 {
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                    other => return other,
-                }
-            }
-        };
-        timeout(WAIT, wait).await.expect("a frame in time")
-    }
-
-    async fn next_text(&mut self) -> String {
-        match self.next().await {
-            Message::Text(t) => t.as_str().to_owned(),
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-
-    async fn next_json(&mut self) -> Value {
-        serde_json::from_str(&self.next_text().await).expect("JSON frame")
-    }
-
-    /// Reads until the server's close frame: its code, and when it arrived.
-    async fn closed(&mut self) -> (u16, SystemTime) {
-        let wait = async {
-            loop {
-                match self.frame().await {
-                    (at, Message::Close(Some(frame))) => return (frame.code.into(), at),
-                    (_, Message::Close(None)) => panic!("close frame without a code"),
-                    (_, Message::Text(t)) => panic!("expected a close, got {t}"),
-                    _ => continue,
-                }
-            }
-        };
-        timeout(WAIT, wait).await.expect("a close in time")
-    }
-
-    /// Waits for a server ping that arrived after `after`; any data or close
-    /// frame before it fails the test.
-    async fn pinged_after(&mut self, after: SystemTime) {
-        let wait = async {
-            loop {
-                match self.frame().await {
-                    (at, Message::Ping(_)) if at > after => return,
-                    (_, Message::Ping(_) | Message::Pong(_)) => continue,
-                    (_, other) => panic!("expected only pings, got {other:?}"),
-                }
-            }
-        };
-        timeout(WAIT, wait).await.expect("a ping in time");
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.frames.poll_recv(cx).map(|frame| frame.map(Ok))
     }
 }
 
 /// Opens a WebSocket to `url`, offering `pushgate.v1` when `envelope`.
 async fn connect(url: &str, envelope: bool) -> Result<Client, WsError> {
-    let mut request = url.into_client_request().expect("request");
-    if envelope {
-        request.headers_mut().insert("sec-websocket-protocol", "pushgate.v1".parse().expect("value"));
-    }
-    let (ws, _) = timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("handshake in time")?;
-    Ok(Client::new(ws))
+    let protocol: &[(&str, &str)] = if envelope { &[ENVELOPE] } else { &[] };
+    try_connect(url, protocol).await.map(Client::new)
 }
 
 fn with_token(gw: &Gateway, token: &str) -> String {
@@ -144,49 +87,29 @@ async fn handshake_status(gw: &Gateway, token: &str) -> u16 {
     }
 }
 
-/// Publishes `text` to `user` on `event`; the number of connections it reached.
-fn push_text(gw: &Gateway, user: &str, event: &str, text: &str) -> u32 {
-    gw.running.hub.publish(Push::new(user, event, Payload::text(text.to_owned()))).expect("publish").delivered
-}
-
-/// Waits, polling, until `condition` holds.
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let wait = async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("never: {what}"));
-}
-
-/// Waits until `user` has `n` connections joined to the hub.
-async fn online(gw: &Gateway, user: &str, n: u32) {
-    eventually(&format!("{user} has {n} connections"), || gw.running.hub.online(&[user.to_owned()]) == [n]).await;
-}
-
 /// Checks that `token` is accepted as `user` both ways: given at the
 /// handshake (`?token=`, then a register without token, wserver-compatible
 /// client) and in the register message (envelope client). A push reaches each.
 async fn assert_accepted(gw: &Gateway, token: &str, user: &str) {
     let mut at_handshake = connect(&with_token(gw, token), false).await.expect("the handshake accepts the token");
     at_handshake.send(json!({"event": "h"})).await;
-    online(gw, user, 1).await;
+    gw.wait_online(user, 1).await;
     let mut in_register = connect(&gw.ws_url(), true).await.expect("connect");
     in_register.send(json!({"token": token, "event": "r"})).await;
-    let registered = in_register.next_json().await;
+    let registered = next_json(&mut in_register).await;
     assert_eq!((&registered["type"], &registered["user"]), (&json!("registered"), &json!(user)), "{registered}");
 
-    assert_eq!(push_text(gw, user, "h", "via handshake"), 1);
-    assert_eq!(at_handshake.next_text().await, "via handshake");
-    assert_eq!(push_text(gw, user, "r", "via register"), 1);
-    assert_eq!(in_register.next_json().await["data"], "via register");
+    assert_eq!(gw.push_text(user, "h", "via handshake").delivered, 1);
+    assert_eq!(next_text(&mut at_handshake).await, "via handshake");
+    assert_eq!(gw.push_text(user, "r", "via register").delivered, 1);
+    assert_eq!(next_json(&mut in_register).await["data"], "via register");
 }
 
 /// An envelope client registered with `token` on `event`.
 async fn registered(gw: &Gateway, token: &str, event: &str) -> Client {
     let mut client = connect(&gw.ws_url(), true).await.expect("connect");
     client.send(json!({"token": token, "event": event})).await;
-    assert_eq!(client.next_json().await["type"], "registered");
+    assert_eq!(next_json(&mut client).await["type"], "registered");
     client
 }
 
@@ -196,7 +119,7 @@ async fn assert_refused(gw: &Gateway, token: &str, code: u16, what: &str) {
     assert_eq!(handshake_status(gw, token).await, 401, "{what} at the handshake");
     let mut client = connect(&gw.ws_url(), false).await.expect("connect");
     client.send(json!({"token": token, "event": "e"})).await;
-    assert_eq!(client.closed().await.0, code, "{what} in the register message");
+    assert_eq!(close_code(&mut client).await, code, "{what} in the register message");
 }
 
 // ---------------------------------------------------------------- gateways and tokens
@@ -225,15 +148,6 @@ fn hs_settings() -> Settings {
 
 fn pem_settings(public_key: &str) -> Settings {
     Settings { jwt_public_key: Some(fixture(public_key)), ..jwt_settings() }
-}
-
-/// Pings every 300 ms: a client that keeps receiving them is still open.
-fn fast_heartbeat(settings: Settings) -> Settings {
-    Settings {
-        ping_interval: Some(Duration::from_millis(300)),
-        pong_timeout: Some(Duration::from_millis(250)),
-        ..settings
-    }
 }
 
 fn now() -> u64 {
@@ -378,56 +292,103 @@ async fn rs256_with_a_jwks_file_picks_the_key_by_kid() {
     assert_refused(&gw, &rs512, 4500, "RS512 for an RS256 key").await;
 }
 
-#[tokio::test]
-async fn a_token_expiring_mid_connection_closes_4002_at_its_exp() {
-    let gw = gateway(fast_heartbeat(hs_settings())).await;
-    let exp = now() + 2;
-    let token = hs256(&claims("alice", exp), SECRET);
-    let mut at_handshake = connect(&with_token(&gw, &token), false).await.expect("accepted at the handshake");
-    at_handshake.send(json!({"event": "e"})).await;
-    let mut in_register = connect(&gw.ws_url(), true).await.expect("connect");
-    in_register.send(json!({"token": token, "event": "e"})).await;
-    assert_eq!(in_register.next_json().await["type"], "registered");
-    online(&gw, "alice", 2).await;
-    assert_eq!(push_text(&gw, "alice", "e", "while valid"), 2);
-    assert_eq!(at_handshake.next_text().await, "while valid");
-    assert_eq!(in_register.next_json().await["data"], "while valid");
-
-    let expiry = UNIX_EPOCH + Duration::from_secs(exp);
-    for client in [&mut at_handshake, &mut in_register] {
-        let (code, at) = client.closed().await;
-        assert_eq!(code, 4002);
-        assert!(at >= expiry, "closed {:?} before the token's exp", expiry.duration_since(at));
-        let late = at.duration_since(expiry).expect("after exp");
-        assert!(late < Duration::from_secs(1), "closed {late:?} after the token's exp");
-    }
-    online(&gw, "alice", 0).await;
+/// A reading of the wall clock and of tokio's, taken together.
+#[derive(Clone, Copy)]
+struct Clocks {
+    wall: SystemTime,
+    tokio: tokio::time::Instant,
 }
 
-#[tokio::test]
+impl Clocks {
+    fn read() -> Self {
+        Self { wall: SystemTime::now(), tokio: tokio::time::Instant::now() }
+    }
+}
+
+/// When, on tokio's clock, a connection whose token expires at `exp`
+/// (seconds since the epoch) is due to close: the gateway arms a timer on
+/// tokio's clock for the time left until `exp` by the wall clock, at some
+/// moment between the readings `before` and `after`. The earliest and the
+/// latest it can be.
+fn due(exp: u64, before: Clocks, after: Clocks) -> (tokio::time::Instant, tokio::time::Instant) {
+    let exp = UNIX_EPOCH + Duration::from_secs(exp);
+    let left = |wall: SystemTime| exp.duration_since(wall).expect("exp is ahead");
+    (before.tokio + left(after.wall), after.tokio + left(before.wall))
+}
+
+/// On tokio's paused clock (`common::clock`): the exp is checked from both
+/// sides without waiting for it.
+#[tokio::test(start_paused = true)]
+async fn a_token_expiring_mid_connection_closes_4002_at_its_exp() {
+    let gw = gateway(hs_settings()).await;
+    let exp = now() + 2;
+    let token = hs256(&claims("alice", exp), SECRET);
+    let before = Clocks::read();
+    let (mut at_handshake, mut in_register) = still(async {
+        let mut at_handshake = connect(&with_token(&gw, &token), false).await.expect("accepted at the handshake");
+        at_handshake.send(json!({"event": "e"})).await;
+        let mut in_register = connect(&gw.ws_url(), true).await.expect("connect");
+        in_register.send(json!({"token": token, "event": "e"})).await;
+        assert_eq!(next_json(&mut in_register).await["type"], "registered");
+        gw.wait_online("alice", 2).await;
+        (at_handshake, in_register)
+    })
+    .await;
+    let (earliest, latest) = due(exp, before, Clocks::read());
+    assert_eq!(gw.push_text("alice", "e", "while valid").delivered, 2);
+    still(async {
+        assert_eq!(next_text(&mut at_handshake).await, "while valid");
+        assert_eq!(next_json(&mut in_register).await["data"], "while valid");
+    })
+    .await;
+
+    // A millisecond before the exp both are open: a push reaches them.
+    tokio::time::sleep_until(earliest - Duration::from_millis(1)).await;
+    assert_eq!(gw.push_text("alice", "e", "just before").delivered, 2);
+    still(async {
+        assert_eq!(next_text(&mut at_handshake).await, "just before");
+        assert_eq!(next_json(&mut in_register).await["data"], "just before");
+    })
+    .await;
+    // By then both are closed.
+    tokio::time::sleep_until(latest).await;
+    for client in [&mut at_handshake, &mut in_register] {
+        assert_eq!(still(close_code(client)).await, 4002);
+    }
+    gw.wait_online("alice", 0).await;
+}
+
+/// On tokio's paused clock (`common::clock`): the first exp passes without
+/// waiting for it.
+#[tokio::test(start_paused = true)]
 async fn a_refreshed_token_outlives_the_first_exp_and_must_stay_the_same_user() {
-    let gw = gateway(fast_heartbeat(hs_settings())).await;
+    let gw = gateway(hs_settings()).await;
     let first_exp = now() + 2;
     let short = hs256(&claims("alice", first_exp), SECRET);
-    let mut expiring = registered(&gw, &short, "e").await;
-    let mut refreshed = registered(&gw, &short, "e").await;
-    let mut refreshed_expired = registered(&gw, &short, "e").await;
-    refreshed.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() + 60), SECRET)})).await;
-    assert_eq!(refreshed.next_json().await, json!({"type": "refreshed"}));
-    refreshed_expired.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() - 5), SECRET)})).await;
-    assert_eq!(refreshed_expired.closed().await.0, 4002, "a refresh with an expired token");
+    let before = Clocks::read();
+    let (mut expiring, mut refreshed) = still(async {
+        let expiring = registered(&gw, &short, "e").await;
+        let mut refreshed = registered(&gw, &short, "e").await;
+        let mut refreshed_expired = registered(&gw, &short, "e").await;
+        refreshed.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() + 60), SECRET)})).await;
+        assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
+        refreshed_expired.send(json!({"type": "refresh", "token": hs256(&claims("alice", now() - 5), SECRET)})).await;
+        assert_eq!(close_code(&mut refreshed_expired).await, 4002, "a refresh with an expired token");
+        (expiring, refreshed)
+    })
+    .await;
+    let (_, latest) = due(first_exp, before, Clocks::read());
 
-    let (code, _) = expiring.closed().await;
-    assert_eq!(code, 4002, "the connection that did not refresh");
-    // Alive well after the first exp: a ping that arrives then, with no
-    // close before it, proves the refresh moved the expiry.
-    refreshed.pinged_after(UNIX_EPOCH + Duration::from_secs(first_exp) + Duration::from_millis(500)).await;
-    assert_eq!(push_text(&gw, "alice", "e", "after the first exp"), 1);
-    assert_eq!(refreshed.next_json().await["data"], "after the first exp");
+    // Well after the first exp the one that did not refresh is closed, the
+    // refreshed one is not: a push is the next thing it gets.
+    tokio::time::sleep_until(latest + Duration::from_millis(500)).await;
+    assert_eq!(still(close_code(&mut expiring)).await, 4002, "the connection that did not refresh");
+    assert_eq!(gw.push_text("alice", "e", "after the first exp").delivered, 1);
+    assert_eq!(still(next_json(&mut refreshed)).await["data"], "after the first exp");
 
     refreshed.send(json!({"type": "refresh", "token": hs256(&claims("mallory", now() + 60), SECRET)})).await;
-    assert_eq!(refreshed.closed().await.0, 4500, "a refresh with another user's token");
-    online(&gw, "alice", 0).await;
+    assert_eq!(still(close_code(&mut refreshed)).await, 4500, "a refresh with another user's token");
+    gw.wait_online("alice", 0).await;
 }
 
 #[tokio::test]
@@ -439,30 +400,30 @@ async fn the_events_claim_limits_registers_subscribes_and_refreshes() {
 
     let mut compat = connect(&gw.ws_url(), false).await.expect("connect");
     compat.send(json!({"token": only_a, "event": "a"})).await;
-    online(&gw, "carol", 1).await;
-    assert_eq!(push_text(&gw, "carol", "a", "on a"), 1);
-    assert_eq!(compat.next_text().await, "on a");
+    gw.wait_online("carol", 1).await;
+    assert_eq!(gw.push_text("carol", "a", "on a").delivered, 1);
+    assert_eq!(next_text(&mut compat).await, "on a");
     compat.send(json!({"token": only_a, "event": "b"})).await;
-    assert_eq!(compat.closed().await.0, 4501, "a second register for b");
+    assert_eq!(close_code(&mut compat).await, 4501, "a second register for b");
 
     let mut envelope = connect(&with_token(&gw, &only_a), true).await.expect("accepted at the handshake");
     envelope.send(json!({"events": ["a"]})).await;
-    assert_eq!(envelope.next_json().await["events"], json!(["a"]));
+    assert_eq!(next_json(&mut envelope).await["events"], json!(["a"]));
     envelope.send(json!({"type": "subscribe", "events": ["b"]})).await;
-    assert_eq!(envelope.closed().await.0, 4501, "a subscribe to b");
+    assert_eq!(close_code(&mut envelope).await, 4501, "a subscribe to b");
 
     let mut first = connect(&gw.ws_url(), false).await.expect("connect");
     first.send(json!({"token": only_a, "events": ["a", "b"]})).await;
-    assert_eq!(first.closed().await.0, 4501, "a first register for a and b");
+    assert_eq!(close_code(&mut first).await, 4501, "a first register for a and b");
 
     // Without the claim any event is allowed, until a refresh narrows it.
     let mut wide = connect(&gw.ws_url(), true).await.expect("connect");
     wide.send(json!({"token": any, "event": "b"})).await;
-    assert_eq!(wide.next_json().await["events"], json!(["b"]));
-    assert_eq!(push_text(&gw, "carol", "b", "on b"), 1);
-    assert_eq!(wide.next_json().await["data"], "on b");
+    assert_eq!(next_json(&mut wide).await["events"], json!(["b"]));
+    assert_eq!(gw.push_text("carol", "b", "on b").delivered, 1);
+    assert_eq!(next_json(&mut wide).await["data"], "on b");
     wide.send(json!({"type": "refresh", "token": only_a})).await;
-    assert_eq!(wide.closed().await.0, 4501, "a refresh whose events claim leaves out b");
+    assert_eq!(close_code(&mut wide).await, 4501, "a refresh whose events claim leaves out b");
 }
 
 // ---------------------------------------------------------------- webhook
@@ -599,17 +560,17 @@ async fn webhook_accepts_with_the_backends_user_and_events() {
     let gw = gateway(backend.settings(Duration::from_secs(2), Duration::from_secs(30))).await;
     let mut in_register = connect(&gw.ws_url(), true).await.expect("connect");
     in_register.send(json!({"token": "alice-token", "event": "a"})).await;
-    let registered = in_register.next_json().await;
+    let registered = next_json(&mut in_register).await;
     assert_eq!((&registered["user"], &registered["events"]), (&json!("alice"), &json!(["a"])), "{registered}");
     let mut at_handshake = connect(&with_token(&gw, "alice-token"), false).await.expect("accepted at the handshake");
     at_handshake.send(json!({"event": "a"})).await;
-    online(&gw, "alice", 2).await;
-    assert_eq!(push_text(&gw, "alice", "a", "for alice"), 2);
-    assert_eq!(in_register.next_json().await["data"], "for alice");
-    assert_eq!(at_handshake.next_text().await, "for alice");
+    gw.wait_online("alice", 2).await;
+    assert_eq!(gw.push_text("alice", "a", "for alice").delivered, 2);
+    assert_eq!(next_json(&mut in_register).await["data"], "for alice");
+    assert_eq!(next_text(&mut at_handshake).await, "for alice");
 
     in_register.send(json!({"type": "subscribe", "events": ["b"]})).await;
-    assert_eq!(in_register.closed().await.0, 4501, "b is not in the backend's events");
+    assert_eq!(close_code(&mut in_register).await, 4501, "b is not in the backend's events");
     assert_accepted(&gw, "bob-token", "bob").await;
     assert_accepted(&gw, "forever-token", "forever").await;
 }
@@ -657,7 +618,7 @@ async fn webhook_refusals_and_failures() {
     assert_eq!(handshake_status(&gw, "broken-token").await, 503);
     let mut client = connect(&gw.ws_url(), false).await.expect("connect");
     client.send(json!({"token": "broken-token", "event": "e"})).await;
-    assert_eq!(client.closed().await.0, 1011);
+    assert_eq!(close_code(&mut client).await, 1011);
     assert_eq!(backend.calls(), before + 2, "a failure must not be cached");
 }
 
@@ -668,20 +629,20 @@ async fn a_slow_webhook_refuses_within_the_timeout_and_stalls_no_one_else() {
     let gw = gateway(backend.settings(auth_timeout, Duration::from_secs(30))).await;
     let mut alice = connect(&gw.ws_url(), false).await.expect("connect");
     alice.send(json!({"token": "alice-token", "event": "a"})).await;
-    online(&gw, "alice", 1).await;
+    gw.wait_online("alice", 1).await;
     assert_eq!(backend.calls(), 1);
 
     let mut slow = connect(&gw.ws_url(), false).await.expect("connect");
     let started = Instant::now();
     slow.send(json!({"token": "slow-token", "event": "a"})).await;
     let refused = async {
-        let (code, _) = slow.closed().await;
+        let code = close_code(&mut slow).await;
         (code, started.elapsed())
     };
     let meanwhile = async {
         eventually("the backend got the slow call", || backend.calls() == 2).await;
-        assert_eq!(push_text(&gw, "alice", "a", "meanwhile"), 1);
-        assert_eq!(alice.next_text().await, "meanwhile");
+        assert_eq!(gw.push_text("alice", "a", "meanwhile").delivered, 1);
+        assert_eq!(next_text(&mut alice).await, "meanwhile");
         started.elapsed()
     };
     let ((code, refused_after), delivered_after) = tokio::join!(refused, meanwhile);
@@ -694,8 +655,8 @@ async fn a_slow_webhook_refuses_within_the_timeout_and_stalls_no_one_else() {
     assert_eq!(handshake_status(&gw, "slow-token").await, 503);
     assert!(started.elapsed() < SLOW / 2, "handshake refused only after {:?}", started.elapsed());
     assert_eq!(backend.calls(), 3, "a timeout must not be cached");
-    assert_eq!(push_text(&gw, "alice", "a", "after"), 1);
-    assert_eq!(alice.next_text().await, "after");
+    assert_eq!(gw.push_text("alice", "a", "after").delivered, 1);
+    assert_eq!(next_text(&mut alice).await, "after");
 }
 
 #[tokio::test]
@@ -704,18 +665,20 @@ async fn webhook_answers_are_cached_per_token() {
     let gw = gateway(backend.settings(Duration::from_secs(2), Duration::from_secs(30))).await;
     let mut first = connect(&with_token(&gw, "alice-token"), false).await.expect("accepted at the handshake");
     first.send(json!({"event": "a"})).await;
-    online(&gw, "alice", 1).await;
+    gw.wait_online("alice", 1).await;
     let mut second = connect(&gw.ws_url(), false).await.expect("connect");
     second.send(json!({"token": "alice-token", "event": "a"})).await;
-    online(&gw, "alice", 2).await;
+    gw.wait_online("alice", 2).await;
     assert_eq!(backend.calls(), 1, "the second connection must be answered from the cache");
-    assert_eq!(push_text(&gw, "alice", "a", "both"), 2);
-    assert_eq!(first.next_text().await, "both");
-    assert_eq!(second.next_text().await, "both");
+    assert_eq!(gw.push_text("alice", "a", "both").delivered, 2);
+    assert_eq!(next_text(&mut first).await, "both");
+    assert_eq!(next_text(&mut second).await, "both");
     connect(&with_token(&gw, "bob-token"), false).await.expect("accepted at the handshake");
     assert_eq!(backend.calls(), 2, "another token is asked");
 }
 
+/// On the real clock: the cache times its entries with
+/// `std::time::Instant`, and the backend answers from a runtime of its own.
 #[tokio::test]
 async fn webhook_cache_entries_expire_after_the_ttl() {
     let backend = Backend::start();

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::next_text;
+use common::ws::next_text;
 
 fn pushgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pushgate")).args(args).output().expect("run pushgate")

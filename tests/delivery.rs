@@ -6,34 +6,26 @@
 //!
 //! Waits are on events (a frame, a reply, a counter in the hub) bounded by
 //! [`WAIT`]; the only sleep lets a 50 ms TTL pass, checked against the clock.
-//! `figures_for_the_closing_note` prints numbers and asserts no timing; run it
-//! with `cargo test --test delivery figures -- --nocapture`.
+//! It is a real one: the history times TTLs with `std::time::Instant`, which
+//! tokio's paused clock does not move.
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{Gateway, WAIT, Ws, next_json, next_text, send_json, text_push};
+use common::metrics::scrape;
+use common::ws::{Ws, next_json, next_text, texts_until_close};
+use common::{Gateway, PushClient, WAIT, text_push};
 use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 use pushgate::config::Settings;
 use pushgate::core::{Delivery, Outbox, Payload, SlowPolicy};
-use pushgate::proto::push_service_client::PushServiceClient;
 use pushgate::proto::{DisconnectRequest, PushReply, PushRequest};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tokio_tungstenite::MaybeTlsStream;
-use tokio_tungstenite::tungstenite::Message;
-
-type PushClient = PushServiceClient<tonic::transport::Channel>;
 
 // ---------------------------------------------------------------- helpers
 
@@ -43,20 +35,6 @@ async fn push(client: &mut PushClient, request: PushRequest) -> PushReply {
     reply.expect("push accepted").into_inner()
 }
 
-/// An envelope-mode tab of `user` on `events`, resuming after `since` when
-/// given; returns it with its `registered` frame.
-async fn envelope_tab(gw: &Gateway, user: &str, events: &[&str], since: Option<u64>) -> (Ws, Value) {
-    let mut ws = gw.connect(true).await;
-    let mut register = json!({"token": user, "events": events});
-    if let Some(since) = since {
-        register["since"] = json!(since);
-    }
-    send_json(&mut ws, register).await;
-    let registered = next_json(&mut ws).await;
-    assert_eq!(registered["type"], "registered", "{registered}");
-    (ws, registered)
-}
-
 /// The next `push` envelope: its seq and data.
 async fn next_push(ws: &mut Ws) -> (u64, String) {
     let frame = next_json(ws).await;
@@ -64,26 +42,10 @@ async fn next_push(ws: &mut Ws) -> (u64, String) {
     (frame["seq"].as_u64().expect("seq"), frame["data"].as_str().expect("data").to_owned())
 }
 
-/// Reads every text frame up to the server's close frame: the texts and the
-/// close code. Then reads on to the end, which answers the close.
-async fn read_to_close(mut ws: Ws) -> (Vec<String>, u16) {
-    let mut texts = Vec::new();
-    let code = loop {
-        match timeout(WAIT, ws.next()).await.expect("a frame in time") {
-            Some(Ok(Message::Text(text))) => texts.push(text.as_str().to_owned()),
-            Some(Ok(Message::Close(Some(frame)))) => break frame.code.into(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            other => panic!("after {} frames: expected a frame or a close frame, got {other:?}", texts.len()),
-        }
-    };
-    let _ = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
-    (texts, code)
-}
-
 /// Closes the client side and reads to the end; the frames still in flight
 /// are thrown away, as a client that leaves would.
 async fn leave(gw: &Gateway, user: &str, mut ws: Ws) {
-    let before = gw.running.hub.online(&[user.to_owned()])[0];
+    let before = gw.online(user);
     ws.close(None).await.expect("close");
     let _ = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     gw.wait_online(user, before - 1).await;
@@ -189,7 +151,7 @@ impl Fleet {
         for (i, user) in FAST.iter().enumerate() {
             let envelope = i == FAST.len() - 1;
             let ws =
-                if envelope { envelope_tab(gw, user, &["e"], None).await.0 } else { gw.compat_tab(user, "e").await };
+                if envelope { gw.envelope_tab(user, &["e"], None).await.0 } else { gw.compat_tab(user, "e").await };
             readers.push(spawn_fast_reader(ws, envelope));
         }
         Self { readers }
@@ -291,7 +253,7 @@ async fn a_slow_consumer_is_closed_4000_while_the_others_get_everything_in_order
                 before_overflow = queued_before;
                 // Read it now: the close frame waits behind the blocked write
                 // for at most the server's close linger.
-                slow_reader = slow.take().map(|ws| tokio::spawn(read_to_close(ws)));
+                slow_reader = slow.take().map(|mut ws| tokio::spawn(async move { texts_until_close(&mut ws).await }));
             }
             (0, Some(_)) => {}
             (n, _) => panic!("round {round}: pushed to slow after its close: delivered {n}"),
@@ -374,7 +336,7 @@ async fn drop_oldest_keeps_a_slow_consumer_and_its_newest_messages() {
 async fn resume_replays_exactly_the_missed_pushes_then_goes_live() {
     let gw = common::start(common::settings()).await;
     let mut client = gw.grpc().await;
-    let (mut first, registered) = envelope_tab(&gw, "r", &["a", "b"], None).await;
+    let (mut first, registered) = gw.envelope_tab("r", &["a", "b"], None).await;
     assert_eq!(registered["seq"], 0);
     for (i, event) in ["a", "b", "a", "b", "a"].into_iter().enumerate() {
         let reply = push(&mut client, text_push("r", event, &format!("before {i}"))).await;
@@ -393,7 +355,7 @@ async fn resume_replays_exactly_the_missed_pushes_then_goes_live() {
             missed.push((reply.seq, format!("missed {i}")));
         }
     }
-    let (mut second, registered) = envelope_tab(&gw, "r", &["a", "b"], Some(since)).await;
+    let (mut second, registered) = gw.envelope_tab("r", &["a", "b"], Some(since)).await;
     assert_eq!(registered["seq"], 25);
     for expected in &missed {
         assert_eq!(&next_push(&mut second).await, expected, "replayed in seq order");
@@ -415,7 +377,7 @@ async fn resume_while_pushes_keep_coming_sees_each_seq_exactly_once() {
     // History large enough that the resume is complete however fast the
     // producer runs.
     let gw = common::start(Settings { history_size: Some(100_000), ..common::settings() }).await;
-    let (mut first, _) = envelope_tab(&gw, "r", &["a", "b"], None).await;
+    let (mut first, _) = gw.envelope_tab("r", &["a", "b"], None).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (progress_tx, mut progress) = watch::channel(0usize);
@@ -444,7 +406,7 @@ async fn resume_while_pushes_keep_coming_sees_each_seq_exactly_once() {
     let at = *progress.borrow_and_update();
     timeout(WAIT, progress.wait_for(|&n| n >= at + 6)).await.expect("producer runs").expect("producer alive");
 
-    let (mut second, registered) = envelope_tab(&gw, "r", &["a", "b"], Some(since)).await;
+    let (mut second, registered) = gw.envelope_tab("r", &["a", "b"], Some(since)).await;
     let mut replayed = Vec::new();
     let recovered = loop {
         let frame = next_json(&mut second).await;
@@ -478,7 +440,7 @@ async fn resume_while_pushes_keep_coming_sees_each_seq_exactly_once() {
 async fn resume_from_beyond_the_history_says_incomplete() {
     let gw = common::start(Settings { history_size: Some(8), ..common::settings() }).await;
     let mut client = gw.grpc().await;
-    let (mut first, _) = envelope_tab(&gw, "r", &["a", "b"], None).await;
+    let (mut first, _) = gw.envelope_tab("r", &["a", "b"], None).await;
     for event in ["a", "b"] {
         let reply = push(&mut client, text_push("r", event, "before")).await;
         assert_eq!(next_push(&mut first).await.0, reply.seq);
@@ -489,7 +451,7 @@ async fn resume_from_beyond_the_history_says_incomplete() {
         let event = ["a", "b", "c"][i % 3];
         seqs.push((push(&mut client, text_push("r", event, &format!("m{i}"))).await.seq, event));
     }
-    let (mut second, _) = envelope_tab(&gw, "r", &["a", "b"], Some(2)).await;
+    let (mut second, _) = gw.envelope_tab("r", &["a", "b"], Some(2)).await;
     // What is left: the last 8, of which those on a and b.
     for &(seq, _) in seqs[12..].iter().filter(|(_, e)| *e != "c") {
         assert_eq!(next_push(&mut second).await.0, seq);
@@ -504,7 +466,7 @@ async fn resume_from_beyond_the_history_says_incomplete() {
 async fn an_expired_ttl_is_not_replayed_and_a_repeated_key_is_delivered_once() {
     let gw = common::start(common::settings()).await;
     let mut client = gw.grpc().await;
-    let (mut live, _) = envelope_tab(&gw, "t", &["a"], None).await;
+    let (mut live, _) = gw.envelope_tab("t", &["a"], None).await;
 
     const TTL: Duration = Duration::from_millis(50);
     let short = PushRequest { ttl_ms: 50, ..text_push("t", "a", "short") };
@@ -520,7 +482,7 @@ async fn an_expired_ttl_is_not_replayed_and_a_repeated_key_is_delivered_once() {
     tokio::time::sleep_until(expires.into()).await;
     assert!(Instant::now() >= expires, "the TTL has passed");
     let since = short.seq - 1;
-    let (mut resumed, _) = envelope_tab(&gw, "t", &["a"], Some(since)).await;
+    let (mut resumed, _) = gw.envelope_tab("t", &["a"], Some(since)).await;
     assert_eq!(next_push(&mut resumed).await, (kept.seq, "kept".into()), "the expired push is left out");
     assert_eq!(next_push(&mut resumed).await, (long.seq, "long".into()));
     let recovered = next_json(&mut resumed).await;
@@ -538,167 +500,13 @@ async fn an_expired_ttl_is_not_replayed_and_a_repeated_key_is_delivered_once() {
     assert_eq!(next_push(&mut live).await, (first.seq, "once".into()));
     assert_eq!(next_push(&mut live).await, (marker.seq, "marker".into()), "delivered once");
     // Nor is it in the history twice.
-    let (mut resumed, _) = envelope_tab(&gw, "t", &["a"], Some(long.seq)).await;
+    let (mut resumed, _) = gw.envelope_tab("t", &["a"], Some(long.seq)).await;
     assert_eq!(next_push(&mut resumed).await, (first.seq, "once".into()));
     assert_eq!(next_push(&mut resumed).await, (marker.seq, "marker".into()));
     assert_eq!(next_json(&mut resumed).await["type"], "recovered");
 }
 
 // ---------------------------------------------------------------- metrics
-
-/// One scrape of `/metrics`, checked line by line as OpenMetrics text.
-struct Scrape {
-    /// `name{label="value",...}` (labels sorted) → value.
-    samples: HashMap<String, f64>,
-}
-
-impl Scrape {
-    /// The value of `name` with exactly `labels`; 0 when the series does not
-    /// exist yet (labelled children appear on first use).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples.get(&series_key(name, labels)).copied().unwrap_or(0.0)
-    }
-
-    /// The histogram's buckets as (upper bound, cumulative count), ordered.
-    fn buckets(&self, histogram: &str) -> Vec<(f64, f64)> {
-        let prefix = format!("{histogram}_bucket{{le=\"");
-        let mut buckets: Vec<(f64, f64)> = (self.samples.iter())
-            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|le| (parse_value(le.trim_end_matches("\"}")), *v)))
-            .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        buckets
-    }
-}
-
-fn series_key(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    labels.sort();
-    if labels.is_empty() { name.to_owned() } else { format!("{name}{{{}}}", labels.join(",")) }
-}
-
-fn is_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn parse_value(text: &str) -> f64 {
-    match text {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        _ => text.parse().unwrap_or_else(|_| panic!("not a number: {text:?}")),
-    }
-}
-
-/// `{k="v",...}` at the start of `text`: the labels and the rest of the line.
-fn parse_labels(text: &str) -> (Vec<(String, String)>, &str) {
-    let mut labels = Vec::new();
-    let mut rest = text.strip_prefix('{').expect("labels open with {");
-    loop {
-        if let Some(after) = rest.strip_prefix('}') {
-            return (labels, after);
-        }
-        let (name, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("label without =\": {text}"));
-        assert!(is_metric_name(name) && !name.contains(':'), "label name {name:?}");
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c @ ('"' | '\\'))) => value.push(c),
-                    other => panic!("bad escape {other:?} in {text}"),
-                },
-                Some((_, c)) => value.push(c),
-                None => panic!("unterminated label value in {text}"),
-            }
-        };
-        labels.push((name.to_owned(), value));
-        rest = &after[end + 1..];
-        rest = rest.strip_prefix(',').unwrap_or(rest);
-    }
-}
-
-/// The sample names a family of `kind` may have.
-fn family_has(family: &str, kind: &str, sample: &str) -> bool {
-    let suffix = match sample.strip_prefix(family) {
-        Some(suffix) => suffix,
-        None => return false,
-    };
-    match kind {
-        "counter" => ["_total", "_created"].contains(&suffix),
-        "gauge" | "unknown" => suffix.is_empty(),
-        "histogram" => ["_bucket", "_sum", "_count", "_created"].contains(&suffix),
-        "info" => suffix == "_info",
-        "stateset" => suffix.is_empty(),
-        _ => false,
-    }
-}
-
-/// Parses an OpenMetrics text exposition, failing on any malformed line.
-fn parse_metrics(body: &str) -> Scrape {
-    assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
-    let mut families: HashMap<String, String> = HashMap::new();
-    let mut samples = HashMap::new();
-    let lines: Vec<&str> = body.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        if *line == "# EOF" {
-            assert_eq!(i, lines.len() - 1, "# EOF is the last line");
-            continue;
-        }
-        if let Some(meta) = line.strip_prefix("# ") {
-            let mut parts = meta.splitn(3, ' ');
-            let (keyword, family, rest) = (parts.next(), parts.next(), parts.next());
-            let family = family.unwrap_or_else(|| panic!("metadata without a family: {line}"));
-            assert!(is_metric_name(family), "family name in {line}");
-            match keyword {
-                Some("TYPE") => {
-                    let kind = rest.unwrap_or_else(|| panic!("TYPE without a type: {line}"));
-                    let known = ["counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset"];
-                    assert!(known.contains(&kind) || kind == "unknown", "type in {line}");
-                    assert!(families.insert(family.to_owned(), kind.to_owned()).is_none(), "one TYPE per family");
-                }
-                Some("HELP" | "UNIT") => {}
-                _ => panic!("unknown metadata line {line}"),
-            }
-            continue;
-        }
-        assert!(!line.is_empty() && !line.starts_with('#'), "line {i}: {line:?}");
-        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("no value: {line}"));
-        let name = &line[..name_end];
-        assert!(is_metric_name(name), "sample name in {line}");
-        let (labels, rest) = if line[name_end..].starts_with('{') {
-            parse_labels(&line[name_end..])
-        } else {
-            (Vec::new(), &line[name_end..])
-        };
-        let mut fields =
-            rest.strip_prefix(' ').unwrap_or_else(|| panic!("no space before the value: {line}")).split(' ');
-        let value = parse_value(fields.next().expect("value"));
-        if let Some(timestamp) = fields.next() {
-            parse_value(timestamp);
-        }
-        assert!(fields.next().is_none(), "trailing fields in {line}");
-        assert!(families.iter().any(|(f, kind)| family_has(f, kind, name)), "{name} has no TYPE before it");
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        assert!(samples.insert(series_key(name, &labels), value).is_none(), "duplicate series {line}");
-    }
-    Scrape { samples }
-}
-
-/// `GET /metrics` on the internal port.
-async fn scrape(gw: &Gateway) -> Scrape {
-    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let uri: hyper::Uri = format!("{}/metrics", gw.internal_url()).parse().expect("uri");
-    let response = timeout(WAIT, client.get(uri)).await.expect("reply in time").expect("reply");
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    parse_metrics(std::str::from_utf8(&body).expect("UTF-8"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_their_counters_move() {
@@ -737,10 +545,10 @@ async fn metrics_parse_and_their_counters_move() {
     // A Disconnect: 4502.
     let closed = client.disconnect(DisconnectRequest { user_id: "m2".into(), event: None }).await.expect("disconnect");
     assert_eq!(closed.into_inner().closed, 1);
-    assert_eq!(read_to_close(other).await.1, 4502);
+    assert_eq!(texts_until_close(&mut other).await.1, 4502);
 
     // A slow consumer: big pushes until its queue overflows, then 4000.
-    let slow = gw.compat_tab("slow", "e").await;
+    let mut slow = gw.compat_tab("slow", "e").await;
     let big = "s".repeat(30 * 1024);
     let mut pushes = 0;
     loop {
@@ -754,7 +562,7 @@ async fn metrics_parse_and_their_counters_move() {
     }
     let drops = gw.running.hub.stats().drops;
     assert!(drops > 0, "the overflow dropped what was queued");
-    assert_eq!(read_to_close(slow).await.1, 4000);
+    assert_eq!(texts_until_close(&mut slow).await.1, 4000);
 
     // The close frames above were sent after their close was counted.
     let after = scrape(&gw).await;
@@ -782,107 +590,4 @@ async fn metrics_parse_and_their_counters_move() {
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "buckets are cumulative");
     assert_eq!(buckets.last().copied(), Some((f64::INFINITY, after.get(&format!("{latency}_count"), &[]))));
     assert_eq!(after.get("pushgate_broker_publish_errors_total", &[]), 0.0);
-}
-
-// ---------------------------------------------------------------- figures
-
-/// The send and receive queues of a loopback TCP socket, from
-/// /proc/net/tcp (Linux); `None` elsewhere.
-fn kernel_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let port = |addr: &str| addr.split_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 5 || port(fields[1])? != local_port || port(fields[2])? != remote_port {
-            return None;
-        }
-        let (tx, rx) = fields[4].split_once(':')?;
-        Some((u64::from_str_radix(tx, 16).ok()?, u64::from_str_radix(rx, 16).ok()?))
-    })
-}
-
-fn local_port(ws: &Ws) -> u16 {
-    match ws.get_ref() {
-        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local addr").port(),
-        _ => panic!("a plain TCP client"),
-    }
-}
-
-/// Server-side memory of one slow connection at the cap, and the time a
-/// resume takes to replay 64 messages. Prints; asserts no timing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn figures_for_the_closing_note() {
-    let gw = common::start(slow_settings(SlowPolicy::Close)).await;
-    let mut stream = PushStream::open(&gw).await;
-    let cost = queue_cost("e");
-    let slow = gw.compat_tab("slow", "e").await;
-    let outbox = sole_outbox(&gw);
-    let (public, client_port) = (gw.public().port(), local_port(&slow));
-    let mut accepted = 0u64;
-    // Push until the queue overflows; keep what was seen just before that push.
-    let (queued, kernel) = loop {
-        assert!(accepted < MAX_ROUNDS, "never reached the cap");
-        let queued = outbox.queued_bytes();
-        // Only a push at the cap can overflow; read the kernel's queues then.
-        let at_cap = queued + cost > QUEUE_CAP;
-        let kernel =
-            at_cap.then(|| kernel_queues(public, client_port).zip(kernel_queues(client_port, public))).flatten();
-        match stream.round(vec![text_push("slow", "e", &numbered(accepted))]).await[0].delivered {
-            1 => accepted += 1,
-            _ => break (queued, kernel),
-        }
-    };
-    let in_queue = (queued / cost) as u64;
-    assert_eq!(gw.running.hub.stats().drops, in_queue + 1, "the queue and the overflowing push were dropped");
-    let frame_bytes = (MSG_BYTES + 4) as u64; // a 1 KiB text frame: 4 header bytes, unmasked
-    let beyond_queue = (accepted - in_queue) * frame_bytes;
-    let (texts, code) = read_to_close(slow).await;
-    assert_eq!((code, texts.len() as u64), (4000, accepted - in_queue), "written frames, then the close");
-
-    println!("slow connection at the cap ({QUEUE_CAP} B cap, {MSG_BYTES} B messages, {cost} B counted each):");
-    println!("  outbox queued_bytes() just before the close: {queued} B ({in_queue} deliveries)");
-    println!(
-        "  the outbox itself: {in_queue} Arc<Delivery> slots, ~{} B; the payloads they keep alive are shared with the history",
-        in_queue * 8
-    );
-    println!("  written past the outbox before the socket blocked: {beyond_queue} B ({} frames)", accepted - in_queue);
-    match kernel {
-        Some(((server_tx, _), (_, client_rx))) => {
-            let in_process = beyond_queue.saturating_sub(server_tx + client_rx);
-            println!(
-                "  of which in kernel buffers: server send queue {server_tx} B, client receive queue {client_rx} B"
-            );
-            println!("  so in tungstenite's write buffer: ~{in_process} B (flushed at 8 KiB; holds a drained batch)");
-        }
-        None => println!("  (kernel queues unknown: no /proc/net/tcp)"),
-    }
-
-    // Replay of 64 messages (the default history size).
-    let gw = common::start(common::settings()).await;
-    let mut client = gw.grpc().await;
-    for i in 0..64 {
-        push(&mut client, text_push("replay", "e", &format!("message {i:02} {}", "r".repeat(80)))).await;
-    }
-    let mut runs = Vec::new();
-    for _ in 0..20 {
-        let mut ws = gw.connect(true).await;
-        let started = Instant::now();
-        send_json(&mut ws, json!({"token": "replay", "events": ["e"], "since": 0})).await;
-        assert_eq!(next_json(&mut ws).await["type"], "registered");
-        for seq in 1..=64 {
-            assert_eq!(next_push(&mut ws).await.0, seq);
-        }
-        let recovered = next_json(&mut ws).await;
-        runs.push(started.elapsed());
-        assert_eq!(recovered, json!({"type": "recovered", "from": 0, "to": 64, "complete": true}));
-        leave(&gw, "replay", ws).await;
-    }
-    runs.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "replay of 64 messages (register with since → recovered), 20 runs: median {:.0} µs, min {:.0} µs, max {:.0} µs",
-        us(runs[runs.len() / 2]),
-        us(runs[0]),
-        us(runs[runs.len() - 1])
-    );
 }

@@ -5,13 +5,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use common::clock::{still, within};
+use common::ws::{closed, next_text, send_text};
+use futures_util::StreamExt;
 use pushgate::config::Settings;
-use pushgate::core::{Payload, Push};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
@@ -26,7 +28,7 @@ async fn connect_from(gw: &common::Gateway, local: [u8; 4]) -> Client {
 }
 
 async fn register(ws: &mut Client, user: &str) {
-    ws.send(Message::text(format!(r#"{{"token":"{user}","event":"e"}}"#))).await.expect("register");
+    send_text(ws, &format!(r#"{{"token":"{user}","event":"e"}}"#)).await;
 }
 
 #[tokio::test]
@@ -37,19 +39,16 @@ async fn per_ip_limit_closes_4003_and_spares_other_addresses() {
     register(&mut a, "a").await;
     register(&mut b, "b").await;
     let mut third = connect_from(&gw, [127, 0, 0, 1]).await;
-    assert_eq!(common::closed(&mut third).await.0, 4003);
+    assert_eq!(closed(&mut third).await.0, 4003);
     let mut other = connect_from(&gw, [127, 0, 0, 2]).await;
     register(&mut other, "c").await;
     gw.wait_online("a", 1).await;
     gw.wait_online("c", 1).await;
     for user in ["a", "c"] {
-        let push = Push::new(user, "e", Payload::text(format!("to {user}")));
-        assert_eq!(gw.running.hub.publish(push).expect("push").delivered, 1);
+        assert_eq!(gw.push_text(user, "e", &format!("to {user}")).delivered, 1);
     }
-    let got = tokio::time::timeout(common::WAIT, a.next()).await.expect("frame").expect("open").expect("ok");
-    assert_eq!(got, Message::text("to a"));
-    let got = tokio::time::timeout(common::WAIT, other.next()).await.expect("frame").expect("open").expect("ok");
-    assert_eq!(got, Message::text("to c"));
+    assert_eq!(next_text(&mut a).await, "to a");
+    assert_eq!(next_text(&mut other).await, "to c");
     // A slot is given back when its connection ends: after `b` goes, a new
     // connection from the same address joins (retried while the old
     // session is still winding down).
@@ -71,7 +70,7 @@ async fn try_join(gw: &common::Gateway, local: [u8; 4], user: &str) -> Option<Cl
     let mut ws = connect_from(gw, local).await;
     register(&mut ws, user).await;
     loop {
-        if gw.running.hub.online(&[user.into()]) == vec![1] {
+        if gw.online(user) == 1 {
             return Some(ws);
         }
         let frame = tokio::time::timeout(Duration::from_millis(20), ws.next()).await;
@@ -94,19 +93,32 @@ async fn over_max_memory_upgrades_get_503_with_retry_after() {
     }
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): the timeout is checked to the
+/// millisecond without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn a_silent_tcp_client_is_dropped_after_the_handshake_timeout() {
-    let timeout = Duration::from_millis(300);
-    let gw = common::start(Settings { handshake_timeout: Some(timeout), ..common::settings() }).await;
-    let mut silent = TcpStream::connect(gw.public()).await.expect("connect");
-    let started = Instant::now();
+    const HANDSHAKE: Duration = Duration::from_secs(3);
+    let gw = common::start(Settings { handshake_timeout: Some(HANDSHAKE), ..common::settings() }).await;
+    // It connects with the clock held, and a client after it is served: the
+    // gateway took it in first, so its timeout runs from `connected`.
+    let connected = Instant::now();
+    let mut silent = still(async {
+        let silent = TcpStream::connect(gw.public()).await.expect("connect");
+        gw.still_healthy().await;
+        silent
+    })
+    .await;
     let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(common::WAIT, silent.read(&mut buf)).await.expect("dropped in time");
+    // A millisecond before the timeout it is open: nothing comes, not even
+    // its end, in 20 ms of real time.
+    tokio::time::sleep_until(connected + HANDSHAKE - Duration::from_millis(1)).await;
+    let early = within(Duration::from_millis(20), silent.read(&mut buf)).await;
+    assert!(early.is_none(), "{early:?} a millisecond before the timeout");
+    // At it the server ends the connection.
+    tokio::time::sleep_until(connected + HANDSHAKE).await;
+    let read = still(silent.read(&mut buf)).await;
     assert!(matches!(read, Ok(0) | Err(_)), "the server ends the connection: {read:?}");
-    assert!(started.elapsed() >= timeout / 2, "not before the timeout ({:?})", started.elapsed());
     // Another client is unaffected.
-    let (mut ws, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.expect("healthy client");
-    ws.send(Message::text(r#"{"token":"ok","event":"e"}"#)).await.expect("register");
-    gw.wait_online("ok", 1).await;
+    still(gw.still_healthy()).await;
     let _ = silent.shutdown().await;
 }

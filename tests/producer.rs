@@ -4,32 +4,23 @@
 
 mod common;
 
-use common::{next_text, text_push};
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Gateway, WAIT};
-use futures_util::{SinkExt as _, StreamExt as _};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use common::http::{http, http_to};
+use common::ws::{Ws, close_code, next_json, next_text, send_text};
+use common::{Gateway, PushClient, WAIT, text_push};
 use pushgate::config::Settings;
-use pushgate::core::{Payload, Push};
+use pushgate::core::Payload;
 use pushgate::proto::{
     BroadcastRequest, DisconnectRequest, OnlineRequest, PushBatchRequest, PushReply, PushRequest, StatsRequest,
     broadcast_request, push_request,
 };
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tonic::Code;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ---------------------------------------------------------------- helpers
 
@@ -38,53 +29,6 @@ fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
     let value = format!("Bearer {key}").parse().expect("header value");
     request.metadata_mut().insert("authorization", value);
     request
-}
-
-/// The close code `ws` is closed with.
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        match timeout(WAIT, ws.next()).await.expect("close in time") {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-            Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
-            Some(Ok(Message::Text(t))) => panic!("unexpected text {t}"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => panic!("error before close: {e}"),
-        }
-    }
-}
-
-/// A reply of the internal HTTP port.
-struct HttpReply {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-impl HttpReply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// One HTTP/1.1 request to the internal port.
-async fn http(gw: &Gateway, method: &str, path: &str, key: Option<&str>, body: &str) -> HttpReply {
-    http_to(&gw.internal_url(), method, path, key, body).await
-}
-
-/// One HTTP/1.1 request to `base` (`http://ADDR`).
-async fn http_to(base: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> HttpReply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = hyper::Request::builder().method(method).uri(format!("{base}{path}"));
-    if let Some(key) = key {
-        request = request.header("authorization", format!("Bearer {key}"));
-    }
-    let request = request.body(Full::new(Bytes::from(body.to_owned()))).expect("request");
-    let response = timeout(WAIT, client.request(request)).await.expect("reply in time").expect("reply");
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    HttpReply { status, content_type, body: String::from_utf8(body.to_vec()).expect("utf-8") }
 }
 
 /// Four tabs: two of u1 on `e` (a, b), one of u2 on `e`, one of u1 on `other`.
@@ -116,9 +60,7 @@ impl Tabs {
         let mut marked = Vec::new();
         for (name, user, event) in TABS {
             if !got.contains(&name) && !marked.contains(&(user, event)) {
-                let payload = Payload::text(marker(user, event));
-                let push = Push::new(user, event, payload);
-                gw.running.hub.publish(push).expect("marker push");
+                gw.push(user, event, Payload::text(marker(user, event)));
                 marked.push((user, event));
             }
         }
@@ -338,18 +280,15 @@ async fn http_push_and_v1_push_reach_the_right_tabs() {
 #[tokio::test]
 async fn envelope_tab_gets_the_push_with_the_replied_seq() {
     let gw = common::start(common::settings()).await;
-    let mut request = gw.ws_url().into_client_request().expect("request");
-    request.headers_mut().insert("sec-websocket-protocol", "pushgate.v1".parse().expect("header"));
-    let (mut ws, _) =
-        timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("in time").expect("connect");
-    ws.send(Message::text(r#"{"token":"env","event":"e"}"#)).await.expect("register");
-    let registered: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).expect("json");
+    let mut ws = gw.envelope().await;
+    send_text(&mut ws, r#"{"token":"env","event":"e"}"#).await;
+    let registered = next_json(&mut ws).await;
     assert_eq!(registered["type"], "registered");
     gw.wait_online("env", 1).await;
 
     let reply = gw.grpc().await.push(text_push("env", "e", "enveloped")).await.expect("push").into_inner();
     assert_eq!(reply.delivered, 1);
-    let frame: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).expect("json");
+    let frame = next_json(&mut ws).await;
     assert_eq!((frame["type"].as_str(), frame["event"].as_str()), (Some("push"), Some("e")));
     assert_eq!((frame["seq"].as_u64(), frame["data"].as_str()), (Some(reply.seq), Some("enveloped")));
 }
@@ -385,7 +324,7 @@ async fn disconnect_only_the_tabs_on_one_event() {
     let reply = http(&gw, "POST", "/v1/disconnect", None, r#"{"userId":"bob","event":"e"}"#).await;
     assert_eq!((reply.status, reply.json()["closed"].as_u64()), (200, Some(1)));
     assert_eq!(close_code(&mut on_e).await, 4502);
-    gw.running.hub.publish(Push::new("bob", "f", Payload::text("still"))).expect("push");
+    gw.push_text("bob", "f", "still");
     assert_eq!(next_text(&mut on_f).await, "still");
 }
 
@@ -434,8 +373,6 @@ async fn still_healthy(client: &mut PushClient, tab: &mut Ws, round: &mut u32) {
     assert_eq!(reply.into_inner().delivered, 1);
     assert_eq!(next_text(tab).await, message);
 }
-
-type PushClient = pushgate::proto::push_service_client::PushServiceClient<tonic::transport::Channel>;
 
 #[tokio::test]
 async fn bad_input_is_refused_and_harms_no_one() {

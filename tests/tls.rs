@@ -8,10 +8,9 @@ use common::pki::{Pki, pki};
 
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use common::text_push;
+use common::ws::{next_text, send_text};
 use pushgate::proto::push_service_client::PushServiceClient;
-use pushgate::proto::{PushRequest, push_request};
-use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 async fn start(pki: &Pki, mutual: bool) -> common::Gateway {
@@ -39,13 +38,10 @@ async fn producer(gw: &common::Gateway, pki: &Pki, identity: Option<&(String, St
         .connect()
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
-    let push = PushRequest {
-        user_id: "u1".into(),
-        event: "e".into(),
-        payload: Some(push_request::Payload::Message("over tls".into())),
-        ..Default::default()
-    };
-    let reply = PushServiceClient::new(channel).push(push).await.map_err(|s| format!("push: {s}"))?;
+    let reply = PushServiceClient::new(channel)
+        .push(text_push("u1", "e", "over tls"))
+        .await
+        .map_err(|s| format!("push: {s}"))?;
     Ok(reply.into_inner().delivered)
 }
 
@@ -68,13 +64,8 @@ async fn wss(
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("tls handshake");
     let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", tls).await.expect("ws handshake");
-    ws.send(Message::text(r#"{"token":"u1","event":"e"}"#)).await.expect("register");
-    let joined = async {
-        while gw.running.hub.online(&["u1".into()]) != vec![1] {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(common::WAIT, joined).await.expect("registered");
+    send_text(&mut ws, r#"{"token":"u1","event":"e"}"#).await;
+    gw.wait_online("u1", 1).await;
     ws
 }
 
@@ -86,8 +77,7 @@ async fn wss_browser_and_tls_producer() {
     let gw = start(&pki, false).await;
     let mut ws = wss(&gw, &pki).await;
     assert_eq!(producer(&gw, &pki, None).await, Ok(1));
-    let frame = tokio::time::timeout(common::WAIT, ws.next()).await.expect("frame").expect("open").expect("ok");
-    assert_eq!(frame, Message::text("over tls"));
+    assert_eq!(next_text(&mut ws).await, "over tls");
 }
 
 #[tokio::test]
@@ -100,6 +90,6 @@ async fn mutual_tls_refuses_producers_without_a_certificate_from_the_ca() {
     let stranger = producer(&gw, &pki, Some(&pki.stranger)).await;
     assert!(stranger.is_err(), "a certificate not from the CA must be refused, got {stranger:?}");
     assert_eq!(producer(&gw, &pki, Some(&pki.client)).await, Ok(1));
-    let frame = tokio::time::timeout(common::WAIT, ws.next()).await.expect("frame").expect("open").expect("ok");
-    assert_eq!(frame, Message::text("over tls"), "only the authorised producer's push arrived");
+    // Only the authorised producer's push arrived: it is the first frame.
+    assert_eq!(next_text(&mut ws).await, "over tls");
 }

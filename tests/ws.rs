@@ -5,102 +5,41 @@
 
 mod common;
 
-use common::{closed, next_json, next_text};
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use common::clock::{still, within};
+use common::ws::{ENVELOPE, closed, next_frame, next_json, next_text, send_text, try_connect};
+use common::{Gateway, WAIT, eventually, fast_heartbeat, settings};
 use futures_util::{SinkExt, StreamExt};
 use pushgate::authenticators::TokenTable;
 use pushgate::config::Settings;
-use pushgate::core::{AuthError, AuthFuture, Authenticator, Identity, Payload, Published, Push};
+use pushgate::core::{AuthError, AuthFuture, Authenticator, Identity, Payload};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-use common::{Gateway, WAIT};
-
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-// ---------------------------------------------------------------- helpers
-
-/// Opens a WebSocket with the given extra request headers.
-async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<Client, WsError> {
-    let mut request = url.into_client_request().expect("request");
-    for (name, value) in headers {
-        let name = hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("header name");
-        request.headers_mut().insert(name, value.parse().expect("header value"));
-    }
-    let (client, _) = timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("connect in time")?;
-    Ok(client)
-}
-
-/// A wserver-compatible client (no sub-protocol).
-async fn compat(gw: &Gateway) -> Client {
-    try_connect(&gw.ws_url(), &[]).await.expect("compat connect")
-}
-
-/// An envelope-mode client (`pushgate.v1`).
-async fn envelope(gw: &Gateway) -> Client {
-    try_connect(&gw.ws_url(), &[("sec-websocket-protocol", "pushgate.v1")]).await.expect("envelope connect")
-}
-
-async fn send(client: &mut Client, text: &str) {
-    client.send(Message::text(text)).await.expect("send");
-}
-
-/// The next data or close frame (pings and pongs are skipped).
-async fn next(client: &mut Client) -> Message {
-    loop {
-        let frame = timeout(WAIT, client.next()).await.expect("a frame in time");
-        match frame.expect("stream open").expect("frame") {
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => return other,
-        }
-    }
-}
-
-fn push(gw: &Gateway, user: &str, event: &str, payload: Payload) -> Published {
-    gw.running.hub.publish(Push::new(user, event, payload)).expect("publish")
-}
-
-fn push_text(gw: &Gateway, user: &str, event: &str, text: &str) -> Published {
-    push(gw, user, event, Payload::text(text.to_owned()))
-}
-
-/// Proves the gateway still serves others: a fresh client gets its push.
-async fn still_healthy(gw: &Gateway) {
-    let mut client = gw.compat_tab("healthy", "h").await;
-    assert_eq!(push_text(gw, "healthy", "h", "still here").delivered, 1);
-    assert_eq!(next_text(&mut client).await, "still here");
-}
-
-fn settings() -> Settings {
-    common::settings()
-}
 
 // ---------------------------------------------------------------- wserver-compatible mode
 
 #[tokio::test]
 async fn compat_mode_delivers_each_push_byte_for_byte_in_order() {
     let gw = common::start(settings()).await;
-    let mut client = compat(&gw).await;
-    send(&mut client, r#"{"Token":"u1","EVENT":"e"}"#).await;
+    let mut client = gw.compat().await;
+    send_text(&mut client, r#"{"Token":"u1","EVENT":"e"}"#).await;
     gw.wait_online("u1", 1).await;
     let messages: Vec<String> = (0..100).map(|i| format!("msg {i} \"quoted\" é ✓ {{json}}")).collect();
     for m in &messages {
-        assert_eq!(push_text(&gw, "u1", "e", m).delivered, 1);
+        assert_eq!(gw.push_text("u1", "e", m).delivered, 1);
     }
     for m in &messages {
         assert_eq!(&next_text(&mut client).await, m);
     }
-    push(&gw, "u1", "e", Payload::Binary(Bytes::from_static(&[0, 159, 255])));
-    assert_eq!(next(&mut client).await, Message::binary(vec![0u8, 159, 255]));
+    gw.push("u1", "e", Payload::Binary(Bytes::from_static(&[0, 159, 255])));
+    assert_eq!(next_frame(&mut client).await, Message::binary(vec![0u8, 159, 255]));
 
     assert_eq!(gw.running.hub.disconnect("u1", None), 1);
     assert_eq!(closed(&mut client).await.0, 4502);
@@ -110,22 +49,22 @@ async fn compat_mode_delivers_each_push_byte_for_byte_in_order() {
 #[tokio::test]
 async fn a_push_reaches_every_tab_of_the_user_on_that_event_only() {
     let gw = common::start(settings()).await;
-    let mut tab1 = compat(&gw).await;
-    let mut tab2 = compat(&gw).await;
-    send(&mut tab1, r#"{"token":"u1","event":"e"}"#).await;
-    send(&mut tab2, r#"{"token":"u1","event":"e"}"#).await;
+    let mut tab1 = gw.compat().await;
+    let mut tab2 = gw.compat().await;
+    send_text(&mut tab1, r#"{"token":"u1","event":"e"}"#).await;
+    send_text(&mut tab2, r#"{"token":"u1","event":"e"}"#).await;
     gw.wait_online("u1", 2).await;
     let mut other_user = gw.compat_tab("u2", "e").await;
-    let mut other_event = compat(&gw).await;
-    send(&mut other_event, r#"{"token":"u1","event":"f"}"#).await;
+    let mut other_event = gw.compat().await;
+    send_text(&mut other_event, r#"{"token":"u1","event":"f"}"#).await;
     gw.wait_online("u1", 3).await;
 
-    assert_eq!(push_text(&gw, "u1", "e", "for u1 on e").delivered, 2);
+    assert_eq!(gw.push_text("u1", "e", "for u1 on e").delivered, 2);
     assert_eq!(next_text(&mut tab1).await, "for u1 on e");
     assert_eq!(next_text(&mut tab2).await, "for u1 on e");
     // Had the others received it, it would be their first frame.
-    assert_eq!(push_text(&gw, "u2", "e", "for u2").delivered, 1);
-    assert_eq!(push_text(&gw, "u1", "f", "for u1 on f").delivered, 1);
+    assert_eq!(gw.push_text("u2", "e", "for u2").delivered, 1);
+    assert_eq!(gw.push_text("u1", "f", "for u1 on f").delivered, 1);
     assert_eq!(next_text(&mut other_user).await, "for u2");
     assert_eq!(next_text(&mut other_event).await, "for u1 on f");
 }
@@ -134,15 +73,10 @@ async fn a_push_reaches_every_tab_of_the_user_on_that_event_only() {
 async fn a_second_register_adds_events() {
     let gw = common::start(settings()).await;
     let mut client = gw.compat_tab("u1", "a").await;
-    send(&mut client, r#"{"token":"u1","event":"b"}"#).await;
-    let wait = async {
-        while push_text(&gw, "u1", "b", "on b").delivered == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    timeout(WAIT, wait).await.expect("b subscribed");
+    send_text(&mut client, r#"{"token":"u1","event":"b"}"#).await;
+    eventually("b subscribed", || gw.push_text("u1", "b", "on b").delivered > 0).await;
     assert_eq!(next_text(&mut client).await, "on b");
-    assert_eq!(push_text(&gw, "u1", "a", "on a").delivered, 1);
+    assert_eq!(gw.push_text("u1", "a", "on a").delivered, 1);
     assert_eq!(next_text(&mut client).await, "on a");
 }
 
@@ -160,8 +94,8 @@ async fn envelope_mode_frames_and_messages() {
     .expect("connect");
     assert_eq!(response.headers()["sec-websocket-protocol"], "pushgate.v1");
 
-    push_text(&gw, "u1", "z", "before: takes seq 1");
-    send(&mut client, r#"{"token":"u1","events":["a","b"]}"#).await;
+    gw.push_text("u1", "z", "before: takes seq 1");
+    send_text(&mut client, r#"{"token":"u1","events":["a","b"]}"#).await;
     let registered = next_json(&mut client).await;
     assert_eq!(registered["type"], "registered");
     assert_eq!(registered["user"], "u1");
@@ -170,7 +104,7 @@ async fn envelope_mode_frames_and_messages() {
     assert_eq!(registered["seq"], 1);
 
     let before = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_millis() as u64;
-    assert_eq!(push_text(&gw, "u1", "a", "hello \"there\"").seq, 2);
+    assert_eq!(gw.push_text("u1", "a", "hello \"there\"").seq, 2);
     let frame = next_json(&mut client).await;
     assert_eq!(frame["type"], "push");
     assert_eq!(frame["event"], "a");
@@ -179,17 +113,17 @@ async fn envelope_mode_frames_and_messages() {
     let ts = frame["ts"].as_u64().expect("ts");
     assert!(ts >= before && ts < before + 10_000, "ts {ts} vs {before}");
 
-    send(&mut client, r#"{"type":"subscribe","events":["c"]}"#).await;
+    send_text(&mut client, r#"{"type":"subscribe","events":["c"]}"#).await;
     assert_eq!(next_json(&mut client).await, json!({"type": "subscribed", "events": ["a", "b", "c"]}));
-    send(&mut client, r#"{"type":"unsubscribe","events":["a"]}"#).await;
+    send_text(&mut client, r#"{"type":"unsubscribe","events":["a"]}"#).await;
     assert_eq!(next_json(&mut client).await, json!({"type": "unsubscribed", "events": ["b", "c"]}));
-    assert_eq!(push_text(&gw, "u1", "a", "not any more").delivered, 0);
-    send(&mut client, r#"{"type":"ping"}"#).await;
+    assert_eq!(gw.push_text("u1", "a", "not any more").delivered, 0);
+    send_text(&mut client, r#"{"type":"ping"}"#).await;
     assert_eq!(next_json(&mut client).await, json!({"type": "pong"}));
 
     // Binary push: u16 header length, JSON header, raw payload.
-    assert_eq!(push(&gw, "u1", "b", Payload::Binary(Bytes::from_static(b"\x00\x01raw"))).seq, 4);
-    let Message::Binary(b) = next(&mut client).await else { panic!("expected a binary frame") };
+    assert_eq!(gw.push("u1", "b", Payload::Binary(Bytes::from_static(b"\x00\x01raw"))).seq, 4);
+    let Message::Binary(b) = next_frame(&mut client).await else { panic!("expected a binary frame") };
     let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
     let header: Value = serde_json::from_slice(&b[2..2 + n]).expect("JSON header");
     assert_eq!(header["event"], "b");
@@ -204,7 +138,7 @@ async fn envelope_mode_frames_and_messages() {
     assert!(frame.get("seq").is_none(), "{frame}");
 
     // A second register adds events and answers `registered` again.
-    send(&mut client, r#"{"event":"d"}"#).await;
+    send_text(&mut client, r#"{"event":"d"}"#).await;
     let again = next_json(&mut client).await;
     assert_eq!(again["type"], "registered");
     assert_eq!(again["events"], json!(["b", "c", "d"]));
@@ -214,10 +148,10 @@ async fn envelope_mode_frames_and_messages() {
 async fn resume_replays_exactly_the_missed_pushes_then_goes_live() {
     let gw = common::start(settings()).await;
     for (event, text) in [("e", "one"), ("e", "two"), ("other", "skip"), ("e", "three")] {
-        push_text(&gw, "u1", event, text);
+        gw.push_text("u1", event, text);
     }
-    let mut client = envelope(&gw).await;
-    send(&mut client, r#"{"token":"u1","event":"e","since":1}"#).await;
+    let mut client = gw.envelope().await;
+    send_text(&mut client, r#"{"token":"u1","event":"e","since":1}"#).await;
     assert_eq!(next_json(&mut client).await["seq"], 4);
     let replayed: Vec<(Value, Value)> = {
         let mut v = Vec::new();
@@ -229,7 +163,7 @@ async fn resume_replays_exactly_the_missed_pushes_then_goes_live() {
     };
     assert_eq!(replayed, [(json!(2), json!("two")), (json!(4), json!("three"))]);
     assert_eq!(next_json(&mut client).await, json!({"type": "recovered", "from": 1, "to": 4, "complete": true}));
-    push_text(&gw, "u1", "e", "live");
+    gw.push_text("u1", "e", "live");
     let live = next_json(&mut client).await;
     assert_eq!((live["seq"].clone(), live["data"].clone()), (json!(5), json!("live")));
 }
@@ -238,10 +172,10 @@ async fn resume_replays_exactly_the_missed_pushes_then_goes_live() {
 async fn resume_from_beyond_history_says_incomplete() {
     let gw = common::start(Settings { history_size: Some(4), ..settings() }).await;
     for i in 1..=10 {
-        push_text(&gw, "u1", "e", &format!("m{i}"));
+        gw.push_text("u1", "e", &format!("m{i}"));
     }
-    let mut client = envelope(&gw).await;
-    send(&mut client, r#"{"token":"u1","event":"e","since":2}"#).await;
+    let mut client = gw.envelope().await;
+    send_text(&mut client, r#"{"token":"u1","event":"e","since":2}"#).await;
     assert_eq!(next_json(&mut client).await["type"], "registered");
     for seq in 7..=10 {
         assert_eq!(next_json(&mut client).await["seq"], seq);
@@ -300,15 +234,15 @@ fn token_table() -> Arc<TokenTable> {
 async fn token_at_the_handshake_by_query_or_bearer() {
     let gw = common::start_with(settings(), token_table()).await;
     let url = format!("{}?x=1&token=p%40ss%2F1", gw.ws_url());
-    let mut by_query = try_connect(&url, &[("sec-websocket-protocol", "pushgate.v1")]).await.expect("query token");
-    send(&mut by_query, r#"{"event":"e"}"#).await;
+    let mut by_query = try_connect(&url, &[ENVELOPE]).await.expect("query token");
+    send_text(&mut by_query, r#"{"event":"e"}"#).await;
     let registered = next_json(&mut by_query).await;
     assert_eq!(registered["user"], "carol");
 
     let mut by_header = try_connect(&gw.ws_url(), &[("authorization", "Bearer t2")]).await.expect("bearer token");
-    send(&mut by_header, r#"{"event":"e"}"#).await;
+    send_text(&mut by_header, r#"{"event":"e"}"#).await;
     gw.wait_online("bob", 1).await;
-    push_text(&gw, "bob", "e", "for bob");
+    gw.push_text("bob", "e", "for bob");
     assert_eq!(next_text(&mut by_header).await, "for bob");
 }
 
@@ -323,22 +257,26 @@ async fn refused_tokens() {
             other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),
         }
     }
-    let mut bad = compat(&gw).await;
-    send(&mut bad, r#"{"token":"nope","event":"e"}"#).await;
+    let mut bad = gw.compat().await;
+    send_text(&mut bad, r#"{"token":"nope","event":"e"}"#).await;
     assert_eq!(closed(&mut bad).await.0, 4500);
 
     let url = format!("{}?token=t1", gw.ws_url());
     let mut other_user = try_connect(&url, &[]).await.expect("connect");
-    send(&mut other_user, r#"{"token":"t2","event":"e"}"#).await;
+    send_text(&mut other_user, r#"{"token":"t2","event":"e"}"#).await;
     assert_eq!(closed(&mut other_user).await.0, 4500);
 }
+
+/// How long after it is authenticated the token `short` of [`TestAuth`]
+/// expires.
+const SHORT: Duration = Duration::from_secs(2);
 
 /// Tokens for expiry, refresh and event restrictions.
 struct TestAuth;
 
 impl Authenticator for TestAuth {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
-        let soon = SystemTime::now() + Duration::from_millis(400);
+        let soon = SystemTime::now() + SHORT;
         let result = match token {
             "short" => Ok(Identity { expires_at: Some(soon), ..Identity::user("u1") }),
             "fresh" => Ok(Identity::user("u1")),
@@ -351,53 +289,56 @@ impl Authenticator for TestAuth {
     }
 }
 
-fn fast_heartbeat() -> Settings {
-    Settings {
-        ping_interval: Some(Duration::from_millis(300)),
-        pong_timeout: Some(Duration::from_millis(250)),
-        ..settings()
-    }
-}
-
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): the expiry is checked from both
+/// sides without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn an_expired_token_closes_4002_unless_refreshed() {
-    let gw = common::start_with(fast_heartbeat(), Arc::new(TestAuth)).await;
-    let mut expiring = envelope(&gw).await;
-    send(&mut expiring, r#"{"token":"short","event":"e"}"#).await;
-    assert_eq!(next_json(&mut expiring).await["type"], "registered");
-    let mut refreshed = envelope(&gw).await;
-    send(&mut refreshed, r#"{"token":"short","event":"e"}"#).await;
-    assert_eq!(next_json(&mut refreshed).await["type"], "registered");
-    send(&mut refreshed, r#"{"type":"refresh","token":"fresh"}"#).await;
-    assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
+    let gw = common::start_with(settings(), Arc::new(TestAuth)).await;
+    let (registering, wall) = (Instant::now(), SystemTime::now());
+    let (mut expiring, mut refreshed) = still(async {
+        let mut expiring = gw.envelope().await;
+        send_text(&mut expiring, r#"{"token":"short","event":"e"}"#).await;
+        assert_eq!(next_json(&mut expiring).await["type"], "registered");
+        let mut refreshed = gw.envelope().await;
+        send_text(&mut refreshed, r#"{"token":"short","event":"e"}"#).await;
+        assert_eq!(next_json(&mut refreshed).await["type"], "registered");
+        send_text(&mut refreshed, r#"{"type":"refresh","token":"fresh"}"#).await;
+        assert_eq!(next_json(&mut refreshed).await, json!({"type": "refreshed"}));
+        (expiring, refreshed)
+    })
+    .await;
+    // The token expires SHORT after it was authenticated, by the wall clock,
+    // and the gateway times what is left of it on tokio's clock, held still
+    // while they registered: the close is due SHORT after `registering`,
+    // less at most the real time the registration took.
+    let took = wall.elapsed().expect("the wall clock goes on");
+    let (earliest, latest) = (registering + SHORT - took, registering + SHORT);
 
-    // Keep reading the refreshed client (so it answers pings) until the other one is closed.
-    let keep_reading = async {
-        loop {
-            match refreshed.next().await {
-                Some(Ok(Message::Ping(_))) => continue,
-                other => return other,
-            }
-        }
-    };
-    tokio::select! {
-        (code, _) = closed(&mut expiring) => assert_eq!(code, 4002),
-        other = keep_reading => panic!("the refreshed client got {other:?}"),
-    }
-    push_text(&gw, "u1", "e", "after expiry");
-    assert_eq!(next_json(&mut refreshed).await["data"], "after expiry");
-    send(&mut refreshed, r#"{"type":"refresh","token":"other"}"#).await;
-    assert_eq!(closed(&mut refreshed).await.0, 4500);
+    // A millisecond before that it is open: its ping is answered.
+    tokio::time::sleep_until(earliest - Duration::from_millis(1)).await;
+    still(async {
+        send_text(&mut expiring, r#"{"type":"ping"}"#).await;
+        assert_eq!(next_json(&mut expiring).await, json!({"type": "pong"}));
+    })
+    .await;
+    // By then it is closed; the refreshed one is not: a push is the next
+    // thing it gets.
+    tokio::time::sleep_until(latest).await;
+    assert_eq!(still(closed(&mut expiring)).await.0, 4002);
+    gw.push_text("u1", "e", "after expiry");
+    assert_eq!(still(next_json(&mut refreshed)).await["data"], "after expiry");
+    send_text(&mut refreshed, r#"{"type":"refresh","token":"other"}"#).await;
+    assert_eq!(still(closed(&mut refreshed)).await.0, 4500);
 }
 
 #[tokio::test]
 async fn events_outside_the_token_close_4501_and_auth_outage_1011() {
     let gw = common::start_with(settings(), Arc::new(TestAuth)).await;
-    let mut client = compat(&gw).await;
-    send(&mut client, r#"{"token":"limited","events":["a","b"]}"#).await;
+    let mut client = gw.compat().await;
+    send_text(&mut client, r#"{"token":"limited","events":["a","b"]}"#).await;
     assert_eq!(closed(&mut client).await.0, 4501);
-    let mut client = compat(&gw).await;
-    send(&mut client, r#"{"token":"down","event":"a"}"#).await;
+    let mut client = gw.compat().await;
+    send_text(&mut client, r#"{"token":"down","event":"a"}"#).await;
     assert_eq!(closed(&mut client).await.0, 1011);
     match try_connect(&format!("{}?token=down", gw.ws_url()), &[]).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
@@ -417,7 +358,7 @@ async fn origin_is_checked_before_the_upgrade() {
     }
     for origin in ["https://app.example.com", "https://tab.example.org"] {
         let mut client = try_connect(&gw.ws_url(), &[("origin", origin)]).await.expect(origin);
-        send(&mut client, r#"{"token":"u1","event":"e"}"#).await;
+        send_text(&mut client, r#"{"token":"u1","event":"e"}"#).await;
         gw.wait_online("u1", 1).await;
         client.close(None).await.expect("close");
         gw.wait_online("u1", 0).await;
@@ -429,53 +370,53 @@ async fn origin_is_checked_before_the_upgrade() {
 #[tokio::test]
 async fn malformed_json_gets_errors_then_4503_on_the_third() {
     let gw = common::start(settings()).await;
-    let mut client = envelope(&gw).await;
-    send(&mut client, "{not json").await;
+    let mut client = gw.envelope().await;
+    send_text(&mut client, "{not json").await;
     assert_eq!(next_json(&mut client).await["code"], "bad_json");
-    send(&mut client, "[1,2]").await;
+    send_text(&mut client, "[1,2]").await;
     let error = next_json(&mut client).await;
     assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("bad_json")));
-    send(&mut client, "nope").await;
+    send_text(&mut client, "nope").await;
     assert_eq!(closed(&mut client).await.0, 4503);
 
-    let mut client = compat(&gw).await;
+    let mut client = gw.compat().await;
     for _ in 0..3 {
-        send(&mut client, "{{{").await;
+        send_text(&mut client, "{{{").await;
     }
     assert_eq!(closed(&mut client).await.0, 4503);
-    still_healthy(&gw).await;
+    gw.still_healthy().await;
 }
 
 #[tokio::test]
 async fn unknown_types_and_bad_event_names_get_error_messages() {
     let gw = common::start(settings()).await;
-    let mut client = envelope(&gw).await;
-    send(&mut client, r#"{"token":"u1","event":"no spaces"}"#).await;
+    let mut client = gw.envelope().await;
+    send_text(&mut client, r#"{"token":"u1","event":"no spaces"}"#).await;
     assert_eq!(next_json(&mut client).await["code"], "bad_event");
-    send(&mut client, r#"{"token":"u1","event":"ok"}"#).await;
+    send_text(&mut client, r#"{"token":"u1","event":"ok"}"#).await;
     assert_eq!(next_json(&mut client).await["type"], "registered");
-    send(&mut client, r#"{"type":"dance"}"#).await;
+    send_text(&mut client, r#"{"type":"dance"}"#).await;
     assert_eq!(next_json(&mut client).await["code"], "unknown_type");
-    send(&mut client, r#"{"type":"ping"}"#).await;
+    send_text(&mut client, r#"{"type":"ping"}"#).await;
     assert_eq!(next_json(&mut client).await["type"], "pong");
-    still_healthy(&gw).await;
+    gw.still_healthy().await;
 }
 
 #[tokio::test]
 async fn too_many_events_is_an_error_in_envelope_mode_and_4503_in_compat() {
     let gw = common::start(Settings { max_events_per_conn: Some(2), ..settings() }).await;
-    let mut client = envelope(&gw).await;
-    send(&mut client, r#"{"token":"u1","events":["a","b","c"]}"#).await;
+    let mut client = gw.envelope().await;
+    send_text(&mut client, r#"{"token":"u1","events":["a","b","c"]}"#).await;
     assert_eq!(next_json(&mut client).await["code"], "too_many_events");
-    send(&mut client, r#"{"token":"u1","events":["a","b"]}"#).await;
+    send_text(&mut client, r#"{"token":"u1","events":["a","b"]}"#).await;
     assert_eq!(next_json(&mut client).await["type"], "registered");
-    send(&mut client, r#"{"type":"subscribe","events":["c"]}"#).await;
+    send_text(&mut client, r#"{"type":"subscribe","events":["c"]}"#).await;
     assert_eq!(next_json(&mut client).await["code"], "too_many_events");
 
-    let mut client = compat(&gw).await;
-    send(&mut client, r#"{"token":"u2","events":["a","b","c"]}"#).await;
+    let mut client = gw.compat().await;
+    send_text(&mut client, r#"{"token":"u2","events":["a","b","c"]}"#).await;
     assert_eq!(closed(&mut client).await.0, 4503);
-    still_healthy(&gw).await;
+    gw.still_healthy().await;
 }
 
 #[tokio::test]
@@ -485,36 +426,50 @@ async fn binary_frames_close_1003() {
     client.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
     assert_eq!(closed(&mut client).await.0, 1003);
     gw.wait_online("u1", 0).await;
-    still_healthy(&gw).await;
+    gw.still_healthy().await;
 }
 
 #[tokio::test]
 async fn text_that_is_not_utf8_closes_1007() {
     let gw = common::start(settings()).await;
     let mut tcp = raw_upgrade(&gw).await;
-    // A masked text frame (mask 0) whose payload is not UTF-8.
-    tcp.write_all(&[0x81, 0x80 | 2, 0, 0, 0, 0, 0xff, 0xfe]).await.expect("write");
+    tcp.write_all(&masked_text(&[0xff, 0xfe])).await.expect("write");
     let seen = read_to_end(&mut tcp).await;
     let close = [0x88u8, 2 + "text frame is not UTF-8".len() as u8, 0x03, 0xEF];
     assert!(seen.windows(4).any(|w| w == close), "no 1007 close frame in {seen:?}");
-    still_healthy(&gw).await;
+    gw.still_healthy().await;
 }
 
 #[tokio::test]
 async fn oversize_frames_close_1009() {
     let gw = common::start(settings()).await;
-    let mut client = compat(&gw).await;
-    send(&mut client, &format!(r#"{{"token":"u1","event":"{}"}}"#, "x".repeat(5000))).await;
+    let mut client = gw.compat().await;
+    send_text(&mut client, &format!(r#"{{"token":"u1","event":"{}"}}"#, "x".repeat(5000))).await;
     assert_eq!(closed(&mut client).await.0, 1009);
-    still_healthy(&gw).await;
+    gw.still_healthy().await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): the deadline is checked to the
+/// millisecond without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn no_register_within_the_timeout_closes_4001() {
-    let gw = common::start(Settings { register_timeout: Some(Duration::from_millis(200)), ..settings() }).await;
-    let mut client = compat(&gw).await;
-    assert_eq!(closed(&mut client).await.0, 4001);
-    still_healthy(&gw).await;
+    const REGISTER: Duration = Duration::from_secs(5);
+    let gw = common::start(Settings { register_timeout: Some(REGISTER), ..settings() }).await;
+    // They connect with the clock held: their deadline is REGISTER after `opened`.
+    let opened = Instant::now();
+    let (mut silent, mut prober) = still(async { (gw.compat().await, gw.envelope().await) }).await;
+    // A millisecond before it they are open: a ping (which is no register) is answered.
+    tokio::time::sleep_until(opened + REGISTER - Duration::from_millis(1)).await;
+    still(async {
+        send_text(&mut prober, r#"{"type":"ping"}"#).await;
+        assert_eq!(next_json(&mut prober).await, json!({"type": "pong"}));
+    })
+    .await;
+    // At it both are closed.
+    tokio::time::sleep_until(opened + REGISTER).await;
+    assert_eq!(still(closed(&mut silent)).await.0, 4001);
+    assert_eq!(still(closed(&mut prober)).await.0, 4001);
+    still(gw.still_healthy()).await;
 }
 
 // ---------------------------------------------------------------- limits
@@ -524,11 +479,11 @@ async fn connection_limits_close_4003() {
     let s = Settings { max_connections: Some(2), max_connections_per_user: Some(1), ..settings() };
     let gw = common::start(s).await;
     let _first = gw.compat_tab("u1", "e").await;
-    let mut second_tab = compat(&gw).await;
-    send(&mut second_tab, r#"{"token":"u1","event":"e"}"#).await;
+    let mut second_tab = gw.compat().await;
+    send_text(&mut second_tab, r#"{"token":"u1","event":"e"}"#).await;
     assert_eq!(closed(&mut second_tab).await.0, 4003);
     let _other = gw.compat_tab("u2", "e").await;
-    let mut third = compat(&gw).await;
+    let mut third = gw.compat().await;
     assert_eq!(closed(&mut third).await.0, 4003);
 }
 
@@ -540,7 +495,7 @@ async fn a_slow_consumer_is_closed_4000_even_while_its_socket_is_blocked() {
     // The client reads nothing: the kernel buffers fill, the session's flush
     // blocks, then the outbox overflows its 256 KiB cap.
     let mut pushes = 0;
-    while push_text(&gw, "slow", "e", &big).delivered == 1 {
+    while gw.push_text("slow", "e", &big).delivered == 1 {
         pushes += 1;
         assert!(pushes < 4000, "the queue never overflowed");
         tokio::task::yield_now().await;
@@ -548,71 +503,106 @@ async fn a_slow_consumer_is_closed_4000_even_while_its_socket_is_blocked() {
     // The session notices the close while its write is still blocked.
     gw.wait_online("slow", 0).await;
     assert_eq!(closed(&mut slow).await.0, 4000);
-    still_healthy(&gw).await;
+    gw.still_healthy().await;
 }
 
 // ---------------------------------------------------------------- heartbeat and shutdown
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): four ping intervals pass in
+/// steps of 10 ms, each followed by 2 ms of real time with the clock held for
+/// the pings and their answers to land; a step of 10 ms is far shorter than
+/// the 250 ms a pong may take.
+#[tokio::test(start_paused = true)]
 async fn a_client_that_answers_pings_stays() {
-    let gw = common::start(fast_heartbeat()).await;
-    let mut client = gw.compat_tab("u1", "e").await;
+    let gw = common::start(fast_heartbeat(settings())).await;
+    let mut client = still(gw.compat_tab("u1", "e")).await;
     let mut pings = 0;
-    let watch = async {
-        loop {
-            match client.next().await {
-                Some(Ok(Message::Ping(_))) => pings += 1,
-                other => panic!("unexpected {other:?}"),
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Reading answers the pings.
+        let read = async {
+            loop {
+                match client.next().await {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
             }
-        }
-    };
-    // Four ping intervals: a silent connection would be closed within the first.
-    let _ = timeout(Duration::from_millis(1200), watch).await;
-    assert!(pings >= 2, "only {pings} pings");
-    assert_eq!(push_text(&gw, "u1", "e", "alive").delivered, 1);
-    assert_eq!(next_text(&mut client).await, "alive");
+        };
+        within(Duration::from_millis(2), read).await;
+    }
+    assert!(pings >= 3, "only {pings} pings");
+    assert_eq!(gw.push_text("u1", "e", "alive").delivered, 1);
+    assert_eq!(still(next_text(&mut client)).await, "alive");
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): time passes in steps of 1 ms
+/// and the close is timed on the gateway's side, without waiting for it.
+#[tokio::test(start_paused = true)]
 async fn a_client_that_never_answers_is_closed() {
-    let gw = common::start(fast_heartbeat()).await;
-    let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
-    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    // A masked text frame (mask 0) carrying the register message.
-    let register = br#"{"token":"mute","event":"e"}"#;
-    let mut frame = vec![0x81, 0x80 | register.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(register);
-    tcp.write_all(&frame).await.expect("write register");
+    const PING: Duration = Duration::from_millis(2010);
+    const PONG: Duration = Duration::from_secs(2);
+    let heartbeat = Settings { ping_interval: Some(PING), pong_timeout: Some(PONG), ..settings() };
+    let gw = common::start(heartbeat).await;
+    let mut tcp = still(async {
+        let mut tcp = raw_upgrade(&gw).await;
+        tcp.write_all(&masked_text(br#"{"token":"mute","event":"e"}"#)).await.expect("write register");
+        tcp
+    })
+    .await;
     gw.wait_online("mute", 1).await;
-    // Read everything, answer nothing; the server must close with 1011.
-    let mut seen = Vec::new();
-    let read_all = async {
+    let joined = Instant::now();
+    let outbox = gw.running.hub.outboxes().pop().expect("the connection joined");
+    // Read everything, answer nothing, until the gateway closes it; note when
+    // the first bytes (its ping) come.
+    let (mut seen, mut pinged) = (Vec::new(), None);
+    let unanswered = async {
         let mut buf = [0u8; 1024];
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
+        while !outbox.is_closing() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if let Ok(n @ 1..) = tcp.try_read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+                pinged.get_or_insert(Instant::now());
             }
         }
     };
-    timeout(WAIT, read_all).await.expect("server closed the connection");
+    timeout(WAIT, unanswered).await.expect("closed in time");
+    // It is pinged within a ping interval of joining and closed a pong
+    // timeout after the ping: not sooner after joining than that, nor later
+    // after the ping came (which was no sooner than it was sent).
+    let closed_after = joined.elapsed();
+    assert!(closed_after >= PONG && closed_after <= PING + PONG, "closed {closed_after:?} after it joined");
+    if let Some(pinged) = pinged {
+        assert!(pinged.elapsed() <= PONG, "closed {:?} after the ping came", pinged.elapsed());
+    }
+    // What it read: a ping, then the close, 1011.
     let close = [0x88u8, 2 + 12, 0x03, 0xF3]; // close frame: code 1011, reason "pong timeout"
-    assert!(seen.windows(4).any(|w| w == close), "no 1011 close frame in {seen:?}");
+    let read_to_close = async {
+        let mut buf = [0u8; 1024];
+        while !seen.windows(4).any(|w| w == close) {
+            match tcp.read(&mut buf).await {
+                Ok(n @ 1..) => seen.extend_from_slice(&buf[..n]),
+                end => panic!("no 1011 close frame in {seen:?} before {end:?}"),
+            }
+        }
+    };
+    still(read_to_close).await;
+    assert_eq!(seen[0], 0x89, "a ping first: {seen:?}");
+    // Then, the close never answered, the server ends the connection.
+    read_to_end(&mut tcp).await;
     gw.wait_online("mute", 0).await;
 }
 
-#[tokio::test]
+/// On tokio's paused clock (`common::clock`): with one joined connection the
+/// drain closes it at once, so no time needs to pass.
+#[tokio::test(start_paused = true)]
 async fn shutdown_closes_sessions_with_1001() {
     let gw = common::start(Settings { drain_timeout: Some(Duration::from_secs(2)), ..settings() }).await;
-    let mut joined = gw.compat_tab("u1", "e").await;
-    let mut waiting = compat(&gw).await;
+    let (mut joined, mut waiting) = still(async { (gw.compat_tab("u1", "e").await, gw.compat().await) }).await;
     gw.running.shutdown();
-    let (code, reason) = closed(&mut joined).await;
+    let (code, reason) = still(closed(&mut joined)).await;
     assert_eq!(code, 1001);
     assert!(reason.contains("reconnect_after_ms="), "{reason}");
-    assert_eq!(closed(&mut waiting).await.0, 1001);
+    assert_eq!(still(closed(&mut waiting)).await.0, 1001);
 }
 
 // ---------------------------------------------------------------- plain HTTP
@@ -638,6 +628,15 @@ async fn raw_upgrade(gw: &Gateway) -> TcpStream {
     tcp
 }
 
+/// A client's text frame (masked, with mask 0) carrying `payload`, which
+/// may be anything, UTF-8 or not; at most 125 bytes.
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= 125, "a one-byte length");
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// Reads until the server closes.
 async fn read_to_end(tcp: &mut TcpStream) -> Vec<u8> {
     let mut seen = Vec::new();
@@ -651,12 +650,16 @@ async fn read_to_end(tcp: &mut TcpStream) -> Vec<u8> {
     seen
 }
 
-/// Sends `request` as it is and returns the status line of the answer.
-async fn status_line(gw: &Gateway, request: &str) -> String {
+/// Sends `request` as it is to the public port and returns the whole answer.
+async fn exchange(gw: &Gateway, request: &str) -> String {
     let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
     tcp.write_all(request.as_bytes()).await.expect("write");
-    let answer = read_to_end(&mut tcp).await;
-    String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&read_to_end(&mut tcp).await).into_owned()
+}
+
+/// Sends `request` as it is and returns the status line of the answer.
+async fn status_line(gw: &Gateway, request: &str) -> String {
+    exchange(gw, request).await.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -685,20 +688,17 @@ async fn malformed_upgrades_are_answered_by_the_standards() {
     for scheme in ["BEARER", "bearer", "Bearer"] {
         let value = format!("{scheme} t2");
         let mut client = try_connect(&gw.ws_url(), &[("authorization", &value)]).await.expect("accepted");
-        send(&mut client, r#"{"event":"e"}"#).await;
+        send_text(&mut client, r#"{"event":"e"}"#).await;
         gw.wait_online("bob", 1).await;
         client.close(None).await.expect("close");
         gw.wait_online("bob", 0).await;
     }
 }
 
+/// The whole answer to a `GET` of `path` on the public port.
 async fn http_get(gw: &Gateway, path: &str) -> String {
-    let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    timeout(WAIT, tcp.read_to_string(&mut response)).await.expect("answer in time").expect("read");
-    response
+    exchange(gw, &request).await
 }
 
 #[tokio::test]

@@ -1,7 +1,11 @@
 //! Shared test harness: the real gateway on 127.0.0.1:0, real clients.
 #![allow(dead_code)]
 
+pub mod clock;
+pub mod http;
+pub mod metrics;
 pub mod pki;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,12 +13,19 @@ use std::time::Duration;
 
 use pushgate::authenticators::TokenIsUser;
 use pushgate::config::{Config, Settings};
-use pushgate::core::Authenticator;
+use pushgate::core::{Authenticator, Payload, Published, Push};
 use pushgate::proto::push_service_client::PushServiceClient;
+use pushgate::proto::{PushRequest, push_request};
 use pushgate::server::{self, Listeners, Running};
+use serde_json::{Value, json};
+
+use self::ws::{ENVELOPE, Ws, next_json, next_text, send_json, try_connect};
 
 /// How long a test waits for any one event before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A gRPC client of PushService.
+pub type PushClient = PushServiceClient<tonic::transport::Channel>;
 
 /// A gateway started for one test.
 pub struct Gateway {
@@ -38,7 +49,7 @@ impl Gateway {
         format!("http://{}", self.internal())
     }
     /// A gRPC client of PushService.
-    pub async fn grpc(&self) -> PushServiceClient<tonic::transport::Channel> {
+    pub async fn grpc(&self) -> PushClient {
         PushServiceClient::connect(self.internal_url()).await.expect("grpc connect")
     }
 }
@@ -49,6 +60,16 @@ pub fn settings() -> Settings {
         public_addr: Some("127.0.0.1:0".parse().expect("addr")),
         internal_addr: Some("127.0.0.1:0".parse().expect("addr")),
         ..Default::default()
+    }
+}
+
+/// `settings` with a ping every 300 ms and 250 ms to answer it: a client
+/// that keeps being pinged is still open.
+pub fn fast_heartbeat(settings: Settings) -> Settings {
+    Settings {
+        ping_interval: Some(Duration::from_millis(300)),
+        pong_timeout: Some(Duration::from_millis(250)),
+        ..settings
     }
 }
 
@@ -65,98 +86,16 @@ pub async fn start_with(settings: Settings, auth: Arc<dyn Authenticator>) -> Gat
     Gateway { running, config }
 }
 
-// ------------------------------------------------------------ shared clients
-
-use futures_util::{SinkExt, StreamExt};
-use pushgate::proto::{PushRequest, push_request};
-use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// A browser-like WebSocket client.
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-impl Gateway {
-    /// Polls the hub until `user` has `n` connections (registration and
-    /// leaving are asynchronous); fails after [`WAIT`].
-    pub async fn wait_online(&self, user: &str, n: u32) {
-        let users = [user.to_owned()];
-        let polled = timeout(WAIT, async {
-            while self.running.hub.online(&users)[0] != n {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
-        polled.await.unwrap_or_else(|_| panic!("{user} never had {n} connections"));
+/// Polls `condition` every millisecond until it holds; fails after [`WAIT`]
+/// naming `what`. Both are real time: the pauses are taken on a blocking
+/// thread, so on a paused clock polling moves no time (see [`clock`]).
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < WAIT, "never: {what}");
+        let pause = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)));
+        pause.await.expect("a pause");
     }
-
-    /// Opens a WebSocket, in envelope mode (`pushgate.v1`) or wserver's.
-    pub async fn connect(&self, envelope: bool) -> Ws {
-        let mut request = self.ws_url().into_client_request().expect("request");
-        if envelope {
-            request.headers_mut().insert("sec-websocket-protocol", "pushgate.v1".parse().expect("value"));
-        }
-        let (ws, _) =
-            timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("connect in time").expect("connect");
-        ws
-    }
-
-    /// A wserver-compatible tab of `user` on `event`, joined to the hub.
-    pub async fn compat_tab(&self, user: &str, event: &str) -> Ws {
-        let before = self.running.hub.online(&[user.to_owned()])[0];
-        let mut ws = self.connect(false).await;
-        send_json(&mut ws, json!({"token": user, "event": event})).await;
-        self.wait_online(user, before + 1).await;
-        ws
-    }
-}
-
-/// Sends `value` as a text frame.
-pub async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, value: Value) {
-    ws.send(Message::text(value.to_string())).await.expect("send");
-}
-
-/// The next data frame (pings and pongs skipped); fails on a close.
-pub async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Message {
-    loop {
-        let frame = timeout(WAIT, ws.next()).await.expect("a frame in time").expect("stream open").expect("frame");
-        match frame {
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(close) => panic!("unexpected close {close:?}"),
-            data => return data,
-        }
-    }
-}
-
-/// The next data frame, which must be text.
-pub async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> String {
-    match next_frame(ws).await {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
-
-/// The next data frame, which must be JSON text.
-pub async fn next_json<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
-    serde_json::from_str(&next_text(ws).await).expect("a JSON frame")
-}
-
-/// Reads until the server's close frame (data frames skipped) and returns its
-/// code and reason; then reads on, which answers the close, to the end.
-pub async fn closed<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> (u16, String) {
-    let result = loop {
-        match timeout(WAIT, ws.next()).await.expect("close in time") {
-            Some(Ok(Message::Close(Some(frame)))) => break (frame.code.into(), frame.reason.as_str().to_owned()),
-            Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    let _ = timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
-    result
 }
 
 /// A gRPC text push request.
@@ -166,5 +105,74 @@ pub fn text_push(user: &str, event: &str, message: &str) -> PushRequest {
         event: event.into(),
         payload: Some(push_request::Payload::Message(message.into())),
         ..Default::default()
+    }
+}
+
+// ------------------------------------------------------------ the hub
+
+impl Gateway {
+    /// Publishes `payload` to `user` on `event` straight to the hub.
+    pub fn push(&self, user: &str, event: &str, payload: Payload) -> Published {
+        self.running.hub.publish(Push::new(user, event, payload)).expect("publish")
+    }
+
+    /// Publishes `text` to `user` on `event` straight to the hub.
+    pub fn push_text(&self, user: &str, event: &str, text: &str) -> Published {
+        self.push(user, event, Payload::text(text.to_owned()))
+    }
+
+    /// How many connections `user` has joined to the hub.
+    pub fn online(&self, user: &str) -> u32 {
+        self.running.hub.online(&[user.to_owned()])[0]
+    }
+
+    /// Polls the hub until `user` has `n` connections (registration and
+    /// leaving are asynchronous); fails after [`WAIT`].
+    pub async fn wait_online(&self, user: &str, n: u32) {
+        eventually(&format!("{user} has {n} connections"), || self.online(user) == n).await;
+    }
+
+    /// Proves the gateway still serves others: a fresh client gets its push.
+    pub async fn still_healthy(&self) {
+        let mut client = self.compat_tab("healthy", "h").await;
+        assert_eq!(self.push_text("healthy", "h", "still here").delivered, 1);
+        assert_eq!(next_text(&mut client).await, "still here");
+    }
+}
+
+// ------------------------------------------------------------ browsers
+
+impl Gateway {
+    /// A wserver-compatible WebSocket (no sub-protocol), not registered.
+    pub async fn compat(&self) -> Ws {
+        try_connect(&self.ws_url(), &[]).await.expect("compat connect")
+    }
+
+    /// An envelope-mode WebSocket (`pushgate.v1`), not registered.
+    pub async fn envelope(&self) -> Ws {
+        try_connect(&self.ws_url(), &[ENVELOPE]).await.expect("envelope connect")
+    }
+
+    /// A wserver-compatible tab of `user` on `event`, joined to the hub.
+    pub async fn compat_tab(&self, user: &str, event: &str) -> Ws {
+        let before = self.online(user);
+        let mut ws = self.compat().await;
+        send_json(&mut ws, json!({"token": user, "event": event})).await;
+        self.wait_online(user, before + 1).await;
+        ws
+    }
+
+    /// An envelope-mode tab of `user` on `events`, resuming after `since`
+    /// when given; returns it with its `registered` frame.
+    pub async fn envelope_tab(&self, user: &str, events: &[&str], since: Option<u64>) -> (Ws, Value) {
+        let mut ws = self.envelope().await;
+        let mut register = json!({"token": user, "events": events});
+        if let Some(since) = since {
+            register["since"] = json!(since);
+        }
+        send_json(&mut ws, register).await;
+        let registered = next_json(&mut ws).await;
+        assert_eq!(registered["type"], "registered", "{registered}");
+        (ws, registered)
     }
 }
