@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, WAIT, next_text};
+use common::ws::next_text;
+use common::{Gateway, WAIT};
 use futures_util::StreamExt;
 use pushgate::authenticators::TokenIsUser;
 use pushgate::config::Settings;
@@ -191,12 +192,12 @@ async fn small_buffer_gateway() -> Gateway {
 
 /// A compat client over a socket with a small receive buffer, registered as
 /// `user` on event `e`.
-async fn small_window_tab(gw: &Gateway, user: &str) -> common::Ws {
+async fn small_window_tab(gw: &Gateway, user: &str) -> common::ws::Ws {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(CLIENT_BUFFER as u32).expect("SO_RCVBUF");
     let tcp = socket.connect(gw.public()).await.expect("connect");
     let (mut ws, _) = tokio_tungstenite::client_async(gw.ws_url(), MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
-    common::send_json(&mut ws, serde_json::json!({"token": user, "event": "e"})).await;
+    common::ws::send_json(&mut ws, serde_json::json!({"token": user, "event": "e"})).await;
     gw.wait_online(user, 1).await;
     ws
 }
@@ -223,7 +224,7 @@ async fn push_until_overflow(gw: &Gateway, user: &str) -> usize {
 
 /// Reads data frames up to the close frame: the bytes and frames read, and
 /// the close code.
-async fn read_to_close(ws: &mut common::Ws) -> (usize, usize, u16) {
+async fn read_to_close(ws: &mut common::ws::Ws) -> (usize, usize, u16) {
     let (mut bytes, mut frames) = (0, 0);
     loop {
         match timeout(WAIT, ws.next()).await.expect("a frame in time") {
@@ -297,7 +298,7 @@ async fn a_slow_consumer_stalled_past_the_linger_reads_an_end() {
 // ---------------------------------------------------------------- --max-memory
 
 /// Fails unless an upgrade is refused with 503 and `Retry-After`.
-fn assert_shed(result: Result<common::Ws, tokio_tungstenite::tungstenite::Error>) {
+fn assert_shed(result: Result<common::ws::Ws, tokio_tungstenite::tungstenite::Error>) {
     match result {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 503);
@@ -308,7 +309,7 @@ fn assert_shed(result: Result<common::Ws, tokio_tungstenite::tungstenite::Error>
     }
 }
 
-async fn try_tab(gw: &Gateway) -> Result<common::Ws, tokio_tungstenite::tungstenite::Error> {
+async fn try_tab(gw: &Gateway) -> Result<common::ws::Ws, tokio_tungstenite::tungstenite::Error> {
     timeout(WAIT, tokio_tungstenite::connect_async(gw.ws_url())).await.expect("answered in time").map(|(ws, _)| ws)
 }
 
@@ -323,7 +324,7 @@ async fn memory_shedding_lets_clients_in_again_once_the_load_is_gone() {
         match try_tab(&gw).await {
             Ok(mut ws) => {
                 let user = format!("u{}", tabs.len());
-                common::send_json(&mut ws, serde_json::json!({"token": user, "event": "e"})).await;
+                common::ws::send_json(&mut ws, serde_json::json!({"token": user, "event": "e"})).await;
                 gw.wait_online(&user, 1).await;
                 tabs.push(ws);
                 assert!(tabs.len() < 100, "never shed");
@@ -347,7 +348,7 @@ async fn memory_shedding_lets_clients_in_again_once_the_load_is_gone() {
         }
     };
     let mut ws = timeout(WAIT, readmitted).await.expect("upgrades succeed again once the load is gone");
-    common::send_json(&mut ws, serde_json::json!({"token": "again", "event": "e"})).await;
+    common::ws::send_json(&mut ws, serde_json::json!({"token": "again", "event": "e"})).await;
     gw.wait_online("again", 1).await;
 }
 
@@ -397,7 +398,7 @@ async fn handshakes_in_flight_are_bounded_and_freed_slots_are_reused() {
     assert!(!fresh.is_finished(), "the fresh client waits while the limit is reached");
     drop(slowloris);
     let mut ws = timeout(WAIT, fresh).await.expect("upgraded in time").expect("task").expect("upgrade");
-    common::send_json(&mut ws, serde_json::json!({"token": "fresh", "event": "e"})).await;
+    common::ws::send_json(&mut ws, serde_json::json!({"token": "fresh", "event": "e"})).await;
     gw.wait_online("fresh", 1).await;
     // The last half-sent ones may still be winding down.
     watch_handshakes(&gw, MAX, |s| s.handshakes_in_flight == 0).await;
@@ -427,7 +428,7 @@ async fn handshakes_past_the_limit_wait_for_the_slowloris_ones_to_time_out() {
     watch_handshakes(&gw, MAX, |_| fresh.is_finished()).await;
     let mut ws = fresh.await.expect("task").expect("upgrade");
     let waited = started.elapsed();
-    common::send_json(&mut ws, serde_json::json!({"token": "fresh", "event": "e"})).await;
+    common::ws::send_json(&mut ws, serde_json::json!({"token": "fresh", "event": "e"})).await;
     gw.wait_online("fresh", 1).await;
     println!("the fresh client was upgraded after {waited:?}");
     // Three batches of half-sent handshakes were ahead of it.
@@ -456,17 +457,17 @@ async fn the_largest_frames_and_a_large_replay_get_through() {
         let push = Push::new("big", "e", Payload::text(format!("{i}{}", &worst[1..])));
         gw.running.hub.publish(push).expect("push");
     }
-    let mut client = common::Gateway::connect(&gw, true).await;
-    common::send_json(&mut client, serde_json::json!({"token": "big", "event": "e", "since": 0})).await;
-    assert_eq!(common::next_json(&mut client).await["type"], "registered");
+    let mut client = gw.envelope().await;
+    common::ws::send_json(&mut client, serde_json::json!({"token": "big", "event": "e", "since": 0})).await;
+    assert_eq!(common::ws::next_json(&mut client).await["type"], "registered");
     for i in 0..8 {
-        let frame = common::next_json(&mut client).await;
+        let frame = common::ws::next_json(&mut client).await;
         let data = frame["data"].as_str().expect("data");
         assert_eq!(data.len(), max);
         assert!(data.starts_with(&i.to_string()), "replayed in order");
     }
-    assert_eq!(common::next_json(&mut client).await["type"], "recovered");
+    assert_eq!(common::ws::next_json(&mut client).await["type"], "recovered");
     let live = Push::new("big", "e", Payload::text(worst.clone()));
     assert_eq!(gw.running.hub.publish(live).expect("push").delivered, 1);
-    assert_eq!(common::next_json(&mut client).await["data"].as_str().map(str::len), Some(max));
+    assert_eq!(common::ws::next_json(&mut client).await["data"].as_str().map(str::len), Some(max));
 }

@@ -187,12 +187,12 @@ async fn resume_from_beyond_history_says_incomplete() {
 async fn seq_never_restarts_for_a_user_away_longer_than_the_history() {
     let ttl = Duration::from_millis(50);
     let gw = common::start(Settings { history_ttl: Some(ttl), ..settings() }).await;
-    let mut client = envelope(&gw).await;
-    send(&mut client, r#"{"token":"u1","event":"e"}"#).await;
+    let mut client = gw.envelope().await;
+    send_text(&mut client, r#"{"token":"u1","event":"e"}"#).await;
     let registered = next_json(&mut client).await;
     let epoch = registered["epoch"].as_str().expect("registered carries the epoch").to_owned();
     for seq in 1..=3 {
-        assert_eq!(push_text(&gw, "u1", "e", "m").seq, seq);
+        assert_eq!(gw.push_text("u1", "e", "m").seq, seq);
         assert_eq!(next_json(&mut client).await["seq"], seq);
     }
     client.close(None).await.expect("close");
@@ -201,25 +201,25 @@ async fn seq_never_restarts_for_a_user_away_longer_than_the_history() {
     tokio::time::sleep(ttl * 3).await;
     gw.running.hub.sweep();
 
-    let mut back = envelope(&gw).await;
-    send(&mut back, &json!({"token": "u1", "event": "e", "since": 3, "epoch": epoch}).to_string()).await;
+    let mut back = gw.envelope().await;
+    send_text(&mut back, &json!({"token": "u1", "event": "e", "since": 3, "epoch": epoch}).to_string()).await;
     let registered = next_json(&mut back).await;
     assert_eq!((&registered["seq"], &registered["epoch"]), (&json!(3), &json!(epoch)), "{registered}");
     assert_eq!(next_json(&mut back).await, json!({"type": "recovered", "from": 3, "to": 3, "complete": true}));
-    assert_eq!(push_text(&gw, "u1", "e", "next").seq, 4, "seq continues");
+    assert_eq!(gw.push_text("u1", "e", "next").seq, 4, "seq continues");
     assert_eq!(next_json(&mut back).await["seq"], 4);
 
     // With no history at all, pushes are numbered too.
     let gw = common::start(Settings { history_size: Some(0), ..settings() }).await;
-    assert_eq!((push_text(&gw, "u2", "e", "a").seq, push_text(&gw, "u2", "e", "b").seq), (1, 2));
+    assert_eq!((gw.push_text("u2", "e", "a").seq, gw.push_text("u2", "e", "b").seq), (1, 2));
 }
 
 #[tokio::test]
 async fn a_resume_from_another_epoch_is_incomplete() {
     let gw = common::start(settings()).await;
-    push_text(&gw, "u1", "e", "m1");
-    let mut client = envelope(&gw).await;
-    send(&mut client, r#"{"token":"u1","event":"e","since":1,"epoch":"from-another-stream"}"#).await;
+    gw.push_text("u1", "e", "m1");
+    let mut client = gw.envelope().await;
+    send_text(&mut client, r#"{"token":"u1","event":"e","since":1,"epoch":"from-another-stream"}"#).await;
     assert_eq!(next_json(&mut client).await["type"], "registered");
     assert_eq!(next_json(&mut client).await, json!({"type": "recovered", "from": 1, "to": 1, "complete": false}));
 }
