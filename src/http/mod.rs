@@ -7,6 +7,7 @@
 //! balancers; they reveal counts, no user data). A wrong method gets 405 before
 //! the key is looked at, as in wserver.
 
+pub(crate) mod fuzzing;
 mod listener;
 mod mirror;
 mod wserver;

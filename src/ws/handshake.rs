@@ -84,19 +84,7 @@ async fn upgrade<'a>(
     req: &mut Request<Incoming>,
 ) -> Result<(Accepted<'a>, Reply), Refusal> {
     let ctx = &listener.ctx;
-    if req.method() != Method::GET {
-        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "").with(header::ALLOW, "GET"));
-    }
-    if req.version() != hyper::Version::HTTP_11 {
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1"));
-    }
-    let headers = req.headers();
-    let key = websocket_key(headers)?;
-    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
-    if !origin::allowed(&ctx.config.allowed_origins, origin) {
-        tracing::debug!(origin, "origin refused");
-        return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
-    }
+    let key = precheck(req, &ctx.config.allowed_origins)?;
     if ctx.hub.is_shutting_down() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").with(header::RETRY_AFTER, "5"));
     }
@@ -122,6 +110,26 @@ async fn upgrade<'a>(
     }
     let slot = listener.sessions.acquire(peer);
     Ok((Accepted { upgrade: hyper::upgrade::on(req), mode, identity, slot }, reply))
+}
+
+/// The checks of an upgrade request that need nothing but the request:
+/// method (405), version (400), the upgrade headers and key (426, 400) and
+/// the origin (403). Returns the `Sec-WebSocket-Key`.
+pub(super) fn precheck<B>(req: &Request<B>, allowed_origins: &[String]) -> Result<String, Refusal> {
+    if req.method() != Method::GET {
+        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "").with(header::ALLOW, "GET"));
+    }
+    if req.version() != hyper::Version::HTTP_11 {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    let headers = req.headers();
+    let key = websocket_key(headers)?;
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if !origin::allowed(allowed_origins, origin) {
+        tracing::debug!(origin, "origin refused");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    Ok(key)
 }
 
 /// Hands `/push` to the injected wserver route (`--push-on-public`). Its
@@ -176,7 +184,7 @@ fn is_websocket_key(key: &str) -> bool {
 }
 
 /// True when the client offers the `pushgate.v1` sub-protocol.
-fn offers_envelope(headers: &HeaderMap) -> bool {
+pub(super) fn offers_envelope(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -186,7 +194,7 @@ fn offers_envelope(headers: &HeaderMap) -> bool {
 
 /// The token given at the handshake: `Authorization: Bearer ...`, else
 /// `?token=...` (percent-decoded; `+` is a space, as in a form).
-fn token(req: &Request<Incoming>) -> Result<Option<String>, Refusal> {
+pub(super) fn token<B>(req: &Request<B>) -> Result<Option<String>, Refusal> {
     let bad = || Refusal::new(StatusCode::UNAUTHORIZED, "malformed token");
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| bad())?;
@@ -237,10 +245,10 @@ fn refuse_token(error: &AuthError) -> Refusal {
 
 /// An upgrade refused before it happens: a status, a short text body and
 /// at most one extra header.
-struct Refusal {
-    status: StatusCode,
-    body: &'static str,
-    header: Option<(header::HeaderName, &'static str)>,
+pub(super) struct Refusal {
+    pub status: StatusCode,
+    pub body: &'static str,
+    pub header: Option<(header::HeaderName, &'static str)>,
 }
 
 impl Refusal {

@@ -18,6 +18,7 @@
 mod admission;
 mod close;
 mod envelope;
+pub(crate) mod fuzzing;
 mod handshake;
 mod live;
 mod origin;
