@@ -36,6 +36,8 @@ impl History {
     /// Keeps `delivery`, evicting the oldest beyond `size`.
     pub(crate) fn remember(&mut self, delivery: Arc<Delivery>, size: usize, now: Instant) {
         if size == 0 {
+            // Not kept (history off): a resume from before it is incomplete.
+            self.floor = self.floor.max(delivery.seq.unwrap_or(0));
             return;
         }
         while self.items.len() >= size {
