@@ -52,6 +52,12 @@ impl History {
         }
     }
 
+    /// How many deliveries are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// True when nothing is kept.
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
