@@ -248,7 +248,8 @@ fn expected(req: &Request<()>, allowed: &[String]) -> Expected {
 /// exact origin. ASCII case, blank space around and a trailing `/` do not
 /// matter. An origin is
 /// `scheme://host[:port]` (RFC 6454): an `Origin` value of another shape
-/// (a path, a query, user info...) is matched only by `*` or exactly.
+/// (a path, a query, user info, no scheme...) is matched only by `*` or by
+/// an exact entry.
 fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
     allowed.is_empty()
         || allowed.iter().any(|entry| {
@@ -257,14 +258,11 @@ fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
                 return true;
             }
             let Some(origin) = origin.map(|o| o.trim().trim_end_matches('/')) else { return false };
-            if entry.eq_ignore_ascii_case(origin) {
-                return true;
-            }
             let (entry_scheme, entry_host) = match entry.split_once("://") {
                 Some((s, h)) => (Some(s), h),
                 None => (None, entry),
             };
-            let Some(suffix) = entry_host.strip_prefix("*.") else { return false };
+            let Some(suffix) = entry_host.strip_prefix("*.") else { return entry.eq_ignore_ascii_case(origin) };
             let Some((scheme, host)) = serialized_origin(origin) else { return false };
             entry_scheme.is_none_or(|s| s.eq_ignore_ascii_case(scheme))
                 && host.len() > suffix.len() + 1
