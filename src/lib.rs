@@ -41,6 +41,9 @@ pub mod core;
 pub mod proto;
 pub mod server;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub(crate) mod api;
 pub(crate) mod grpc;
 pub(crate) mod http;

@@ -56,6 +56,8 @@ impl History {
     /// Keeps `delivery`, evicting the oldest beyond `size`.
     pub(crate) fn remember(&mut self, delivery: Arc<Delivery>, size: usize, now: Instant) {
         if size == 0 {
+            // Not kept (history off): a resume from before it is incomplete.
+            self.floor = self.floor.max(delivery.seq.unwrap_or(0));
             return;
         }
         while self.items.len() >= size {
@@ -68,6 +70,12 @@ impl History {
         if let Some((_, d)) = self.items.pop_front() {
             self.floor = self.floor.max(d.seq.unwrap_or(0));
         }
+    }
+
+    /// How many deliveries are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
     }
 
     /// True when nothing is kept.

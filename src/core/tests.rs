@@ -196,3 +196,23 @@ fn seq_outlives_history_and_a_new_stream_has_a_new_epoch() {
     let resumed = hub.join(&u, 3, hub.new_outbox(), &events(&["e"]), Some(&same)).expect("join");
     assert!(resumed.replay.expect("replay").complete);
 }
+
+#[test]
+fn without_history_a_resume_from_the_past_is_incomplete() {
+    // Found by the hub's property test: with --history-size 0 a user keeps
+    // its entry (and seq) while it has a connection or an idempotency key,
+    // and a resume from an earlier seq was reported complete with nothing
+    // replayed.
+    let hub = hub(HubConfig { history_size: 0, ..HubConfig::default() });
+    let u: UserId = Arc::from("u");
+    hub.join(&u, 1, hub.new_outbox(), &events(&["e"]), None).expect("join");
+    for i in 1..=3 {
+        assert_eq!(hub.publish(text("u", "e", &i.to_string())).expect("publish").seq, i);
+    }
+    let joined = hub.join(&u, 2, hub.new_outbox(), &events(&["e"]), Some(&Since::seq(1))).expect("join");
+    let replay = joined.replay.expect("replay");
+    assert!(replay.deliveries.is_empty());
+    assert!(!replay.complete, "seq 2 and 3 were not kept");
+    let joined = hub.join(&u, 3, hub.new_outbox(), &events(&["e"]), Some(&Since::seq(3))).expect("join");
+    assert!(joined.replay.expect("replay").complete, "nothing was missed after the latest seq");
+}

@@ -8,6 +8,7 @@
 //! the key is looked at, as in wserver.
 
 mod deadlines;
+pub(crate) mod fuzzing;
 mod listener;
 mod mirror;
 mod wserver;

@@ -68,7 +68,7 @@ fn illegal() -> Response {
 /// Like Go's decoder it reads the first JSON value and ignores what follows.
 /// An empty `userId` or `event` is refused by the hub's validation, which
 /// every producer path shares, and answered 400 the same way.
-fn parse(body: &[u8]) -> Option<Push> {
+pub(super) fn parse(body: &[u8]) -> Option<Push> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let fields = (&mut de).deserialize_map(FieldsVisitor).ok()?;
     if fields.message.is_empty() {

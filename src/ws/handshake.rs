@@ -87,19 +87,7 @@ async fn upgrade<'a>(
     req: &mut Request<Incoming>,
 ) -> Result<(Accepted<'a>, Reply), Refusal> {
     let ctx = &listener.ctx;
-    if req.method() != Method::GET {
-        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "").with(header::ALLOW, "GET"));
-    }
-    if req.version() != hyper::Version::HTTP_11 {
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1"));
-    }
-    let headers = req.headers();
-    let key = websocket_key(headers)?;
-    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
-    if !origin::allowed(&ctx.config.allowed_origins, origin) {
-        tracing::debug!(origin, "origin refused");
-        return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
-    }
+    let key = precheck(req, &ctx.config.allowed_origins)?;
     if ctx.hub.is_shutting_down() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").with(header::RETRY_AFTER, "5"));
     }
@@ -130,6 +118,26 @@ async fn upgrade<'a>(
     }
     let slot = listener.admission().sessions.acquire(peer);
     Ok((Accepted { upgrade: hyper::upgrade::on(req), mode, identity, slot }, reply))
+}
+
+/// The checks of an upgrade request that need nothing but the request:
+/// method (405), version (400), the upgrade headers and key (426, 400) and
+/// the origin (403). Returns the `Sec-WebSocket-Key`.
+pub(super) fn precheck<B>(req: &Request<B>, allowed_origins: &[String]) -> Result<String, Refusal> {
+    if req.method() != Method::GET {
+        return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "").with(header::ALLOW, "GET"));
+    }
+    if req.version() != hyper::Version::HTTP_11 {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1"));
+    }
+    let headers = req.headers();
+    let key = websocket_key(headers)?;
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
+    if !origin::allowed(allowed_origins, origin) {
+        tracing::debug!(origin, "origin refused");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    Ok(key)
 }
 
 /// Hands `/push` to the injected wserver route (`--push-on-public`). Its
@@ -184,7 +192,7 @@ fn is_websocket_key(key: &str) -> bool {
 }
 
 /// True when the client offers the `pushgate.v1` sub-protocol.
-fn offers_envelope(headers: &HeaderMap) -> bool {
+pub(super) fn offers_envelope(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -194,7 +202,7 @@ fn offers_envelope(headers: &HeaderMap) -> bool {
 
 /// The token given at the handshake: `Authorization: Bearer ...`, else
 /// `?token=...` (percent-decoded; `+` is a space, as in a form).
-fn token(req: &Request<Incoming>) -> Result<Option<String>, Refusal> {
+pub(super) fn token<B>(req: &Request<B>) -> Result<Option<String>, Refusal> {
     let bad = || Refusal::new(StatusCode::UNAUTHORIZED, "malformed token");
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| bad())?;
@@ -213,7 +221,8 @@ fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
+                // Two hex digits; `from_str_radix` alone would also take a sign.
+                let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -245,10 +254,10 @@ fn refuse_token(error: &AuthError) -> Refusal {
 
 /// An upgrade refused before it happens: a status, a short text body and
 /// at most one extra header.
-struct Refusal {
-    status: StatusCode,
-    body: &'static str,
-    header: Option<(header::HeaderName, &'static str)>,
+pub(super) struct Refusal {
+    pub status: StatusCode,
+    pub body: &'static str,
+    pub header: Option<(header::HeaderName, &'static str)>,
 }
 
 impl Refusal {
@@ -298,5 +307,6 @@ mod tests {
         assert_eq!(percent_decode("%2"), None);
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%FF"), None);
+        assert_eq!(percent_decode("%+F"), None, "a sign is not a hex digit");
     }
 }

@@ -20,6 +20,7 @@ mod admission;
 mod close;
 mod demo;
 mod envelope;
+pub(crate) mod fuzzing;
 mod handshake;
 mod live;
 mod origin;

@@ -28,12 +28,13 @@ fn matches(entry: &str, origin: &str) -> bool {
     let Some(suffix) = entry_host.strip_prefix("*.") else {
         return entry.eq_ignore_ascii_case(origin);
     };
-    let (scheme, rest) = split_scheme(origin);
-    if entry_scheme.is_some_and(|s| scheme.is_none_or(|o| !s.eq_ignore_ascii_case(o))) {
+    // Only a serialized origin, `scheme://host[:port]` (RFC 6454), has a host
+    // to compare: not a value with a path, query, user info or no scheme.
+    let Some((scheme, host)) = serialized(origin) else { return false };
+    if entry_scheme.is_some_and(|s| !s.eq_ignore_ascii_case(scheme)) {
         return false;
     }
     // `host` must be `<at least one byte>.<suffix>`.
-    let host = host_of(rest);
     let Some(split) = host.len().checked_sub(suffix.len()).filter(|&at| at >= 2) else { return false };
     host.as_bytes()[split - 1] == b'.' && host.get(split..).is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
 }
@@ -46,13 +47,26 @@ fn split_scheme(s: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The host of `host[:port][/...]`, IPv6 brackets included.
-fn host_of(rest: &str) -> &str {
-    let rest = rest.split('/').next().unwrap_or(rest);
-    if rest.starts_with('[') {
-        return rest.split_inclusive(']').next().unwrap_or(rest);
-    }
-    rest.split(':').next().unwrap_or(rest)
+/// `(scheme, host)` of `scheme://host[:port]`, where the host is a name of
+/// letters, digits, `-` and `.`, or a bracketed IPv6 address; `None` for any
+/// other shape.
+fn serialized(origin: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let end = v6.find(']')?;
+            let ok = v6[..end].bytes().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+            (ok.then_some(&rest[..end + 2])?, &rest[end + 2..])
+        }
+        None => rest.split_at(rest.find(':').unwrap_or(rest.len())),
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[') || host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.')));
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (scheme_ok && host_ok && port_ok).then_some((scheme, host))
 }
 
 #[cfg(test)]
@@ -91,5 +105,23 @@ mod tests {
         let l = list(&["https://*.example.com"]);
         assert!(allowed(&l, Some("https://app.example.com")));
         assert!(!allowed(&l, Some("http://app.example.com")));
+    }
+
+    #[test]
+    fn wildcards_match_only_the_host_of_a_serialized_origin() {
+        let l = list(&["*.example.com"]);
+        assert!(!allowed(&l, Some("https://[::1]:8443")));
+        assert!(allowed(&l, Some("http://app.example.com:8080/")));
+        for odd in [
+            "https://evil.test?.example.com",
+            "https://evil.test#.example.com",
+            "https://evil.test/x.example.com",
+            "https://user@evil.test:1@a.example.com",
+            "app.example.com",
+            "https://app.example.com:80x",
+            "https://app.example.com/path",
+        ] {
+            assert!(!allowed(&l, Some(odd)), "{odd}");
+        }
     }
 }

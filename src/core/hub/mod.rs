@@ -8,6 +8,8 @@
 //! happens under that user's shard lock, which is what keeps per-user order.
 
 mod membership;
+#[cfg(test)]
+mod proptests;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
