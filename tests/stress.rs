@@ -30,10 +30,13 @@ use anyhow::{Context as _, Result};
 use child::{Gateway, Proc, Reading};
 use clients::{Leave, Pace, PushStream, eventually, leave, open, register, text_push};
 use common::WAIT;
+use futures_util::StreamExt as _;
 use pushgate::proto::push_service_client::PushServiceClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------- budget
 
@@ -76,6 +79,18 @@ fn budget() -> Budget {
     }
 }
 
+/// `wanted` sockets held at once, or fewer when the open-file limit (of this
+/// process, which the gateway child shares) has no room for them; says so.
+/// `scripts/test` raises the limit to the hard limit, where they fit.
+fn fit(wanted: usize, what: &str) -> usize {
+    let room = child::open_file_limit().saturating_sub(256);
+    if wanted <= room {
+        return wanted;
+    }
+    println!("NOTE: {what}: {room} instead of {wanted}, for the open-file limit (ulimit -n; scripts/test raises it)");
+    room
+}
+
 // ---------------------------------------------------------------- 1. churn
 
 /// Users the churn spreads its connections over.
@@ -97,6 +112,35 @@ struct Tally {
     cycles: AtomicU64,
     pushes: AtomicU64,
     delivered: AtomicU64,
+    /// Pushes the residents read.
+    read: AtomicU64,
+    /// Residents the gateway closed (and that came back), by close code.
+    closed: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+/// A connection that stays for the whole run, one per user of the pool,
+/// reading every push; closed by the gateway (a slow consumer while the
+/// soak calibrates at full speed), it comes back, as a browser would.
+async fn resident(gw: Arc<Gateway>, u: u64, tally: Arc<Tally>, stop: CancellationToken) -> Result<()> {
+    while !stop.is_cancelled() {
+        let mut ws = clients::tab(gw.public, &format!("c{u}"), "e", false).await?;
+        let ending = loop {
+            tokio::select! {
+                () = stop.cancelled() => return leave(ws, Leave::Clean).await,
+                frame = ws.next() => match frame {
+                    Some(Ok(tungstenite::Message::Text(_))) => {
+                        tally.read.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Ok(tungstenite::Message::Close(frame))) => break format!("{:?}", frame.map(|f| u16::from(f.code))),
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => break error.to_string(),
+                    None => break "end of stream".to_owned(),
+                },
+            }
+        };
+        *tally.closed.lock().unwrap_or_else(|e| e.into_inner()).entry(ending).or_default() += 1;
+    }
+    Ok(())
 }
 
 /// One churn cycle: open, register, leave — envelope or wserver mode, and a
@@ -227,7 +271,7 @@ async fn drained(gw: &Gateway) {
 }
 
 /// Many connections opening, registering and closing (clean, reset, bare
-/// FIN; both modes) under a push load: afterwards the gateway has no
+/// FIN; both modes) among 256 that stay and read, under a push load: afterwards the gateway has no
 /// connection or user left, and its open files and memory are back near
 /// where they were.
 ///
@@ -256,6 +300,9 @@ async fn churn_returns_connections_users_fds_and_memory() {
     println!("churn for {:?} (at most {} cycles); gateway baseline {base:?}", budget.churn, budget.churn_cycles);
 
     let tally = Arc::new(Tally::default());
+    let leaving = CancellationToken::new();
+    let residents: Vec<_> =
+        (0..POOL).map(|u| tokio::spawn(resident(Arc::clone(&gw), u, Arc::clone(&tally), leaving.clone()))).collect();
     let started = Instant::now();
     let stop = started + budget.churn;
     let sampler = {
@@ -287,11 +334,15 @@ async fn churn_returns_connections_users_fds_and_memory() {
             let (gw, tally) = (Arc::clone(&gw), Arc::clone(&tally));
             tokio::spawn(async move { push_load(&gw, &tally, stop, push_pace).await })
         };
-        churn(&gw, &tally, u64::MAX, stop, churn_pace).await.expect("paced churn");
+        churn(&gw, &tally, budget.churn_cycles, stop, churn_pace).await.expect("paced churn");
         pushes.await.expect("push load").expect("push load");
     }
     let took = started.elapsed();
     let samples = sampler.await.expect("sampler");
+    leaving.cancel();
+    for r in residents {
+        r.await.expect("resident").expect("a resident connects, registers and leaves");
+    }
 
     drained(&gw).await;
     let after = eventually("the gateway's open files back to the baseline", WAIT, async || {
@@ -302,9 +353,11 @@ async fn churn_returns_connections_users_fds_and_memory() {
     let (cycles, pushes) = (tally.cycles.load(Ordering::Relaxed), tally.pushes.load(Ordering::Relaxed));
     let peak = samples.iter().map(|s| s.gateway.rss_kib).max().unwrap_or(0);
     println!(
-        "churn: {cycles} cycles in {took:.1?} ({:.0}/s), {pushes} pushes ({} deliveries); gateway RSS {} -> peak {} -> {} KiB, fds {} -> {}, threads {} -> {}; test process fds {me} -> {}",
+        "churn: {cycles} cycles in {took:.1?} ({:.0}/s) around {POOL} residents, {pushes} pushes ({} deliveries, {} read by residents; residents closed by the gateway: {:?}); gateway RSS {} -> peak {} -> {} KiB, fds {} -> {}, threads {} -> {}; test process fds {me} -> {}",
         cycles as f64 / took.as_secs_f64(),
         tally.delivered.load(Ordering::Relaxed),
+        tally.read.load(Ordering::Relaxed),
+        tally.closed.lock().unwrap_or_else(|e| e.into_inner()),
         base.rss_kib,
         peak,
         after.rss_kib,
@@ -388,7 +441,8 @@ async fn silent(public: std::net::SocketAddr, opening: Arc<Semaphore>) -> Result
 async fn slowloris_and_silent_sockets_are_dropped_while_real_clients_register() {
     let _serial = serial();
     let scale = budget().scale as usize;
-    let (half_open_n, silent_n) = (HALF_OPEN * scale.min(4), SILENT * scale.min(4));
+    let attackers = fit((HALF_OPEN + SILENT) * scale.min(4), "attackers");
+    let (half_open_n, silent_n) = (attackers / 2, attackers - attackers / 2);
     let gw = Arc::new(Gateway::spawn(&["--handshake-timeout", "2s", "--register-timeout", "2s"]));
     let base = gw.proc().read();
     let started = Instant::now();
@@ -844,8 +898,8 @@ enum Answer {
 }
 
 /// The message of push `k` of producer `p`, and its user.
-fn term_push(p: u64, k: u64) -> (u64, String) {
-    ((k * TERM_PRODUCERS + p * 7) % TERM_USERS, format!("{p}:{k}"))
+fn term_push(p: u64, k: u64, users: u64) -> (u64, String) {
+    ((k * TERM_PRODUCERS + p * 7) % users, format!("{p}:{k}"))
 }
 
 fn term_id(text: &str) -> (u64, u64) {
@@ -856,7 +910,7 @@ fn term_id(text: &str) -> (u64, u64) {
 /// One producer: pushes until its first refusal (then ends its stream, as a
 /// producer told the gateway is going away would) or until the stream
 /// breaks. Returns how many it sent and every answer, in order.
-async fn term_producer(client: child::PushClient, p: u64, answered: Arc<AtomicU64>) -> (u64, Vec<Answer>) {
+async fn term_producer(client: child::PushClient, p: u64, users: u64, answered: Arc<AtomicU64>) -> (u64, Vec<Answer>) {
     let PushStream { tx, mut replies, .. } = PushStream::open(client, 64).await;
     let refused = Arc::new(AtomicBool::new(false));
     let reading = {
@@ -876,7 +930,7 @@ async fn term_producer(client: child::PushClient, p: u64, answered: Arc<AtomicU6
     };
     let mut sent = 0;
     while !refused.load(Ordering::Relaxed) && !reading.is_finished() && sent < 10_000_000 {
-        let (user, text) = term_push(p, sent);
+        let (user, text) = term_push(p, sent, users);
         if tx.send(text_push(&format!("t{user}"), "e", text)).await.is_err() {
             break;
         }
@@ -894,10 +948,11 @@ async fn term_producer(client: child::PushClient, p: u64, answered: Arc<AtomicU6
 async fn sigterm_under_load_delivers_every_acknowledged_push_then_exits() {
     let _serial = serial();
     let drain = Duration::from_secs(4);
+    let users = fit(2 * TERM_USERS as usize, "shutdown tabs") as u64 / 2;
     let mut gw = Gateway::spawn(&["--drain-timeout", "4s"]);
     let opening = Arc::new(Semaphore::new(64));
     let mut tabs = Vec::new();
-    for i in 0..2 * TERM_USERS {
+    for i in 0..2 * users {
         let (public, opening) = (gw.public, Arc::clone(&opening));
         let (user, envelope) = (i / 2, i % 2 == 1);
         tabs.push(tokio::spawn(async move {
@@ -919,7 +974,7 @@ async fn sigterm_under_load_delivers_every_acknowledged_push_then_exits() {
     }
     let mut client = gw.grpc().await;
     eventually("every tab joined", 3 * WAIT, async || {
-        (gw.stats(&mut client).await.connections == 2 * TERM_USERS).then_some(())
+        (gw.stats(&mut client).await.connections == 2 * users).then_some(())
     })
     .await;
     drop(client);
@@ -928,7 +983,7 @@ async fn sigterm_under_load_delivers_every_acknowledged_push_then_exits() {
     let mut producers = Vec::new();
     for p in 0..TERM_PRODUCERS {
         let (client, answered) = (gw.grpc().await, Arc::clone(&answered[p as usize]));
-        producers.push(tokio::spawn(term_producer(client, p, answered)));
+        producers.push(tokio::spawn(term_producer(client, p, users, answered)));
     }
     let total = || answered.iter().map(|a| a.load(Ordering::Acquire)).sum::<u64>();
     eventually("pushes flowing", WAIT, async || (total() >= 2_000).then_some(())).await;
@@ -953,7 +1008,7 @@ async fn sigterm_under_load_delivers_every_acknowledged_push_then_exits() {
         frames += got.len();
         let mut last = vec![None; TERM_PRODUCERS as usize];
         for &(p, k) in &got {
-            assert_eq!(term_push(p, k).0, user, "push {p}:{k} reached another user's tab");
+            assert_eq!(term_push(p, k, users).0, user, "push {p}:{k} reached another user's tab");
             assert!(
                 last[p as usize] < Some(k),
                 "t{user}: push {p}:{k} after {:?}: out of order or twice",
@@ -990,14 +1045,14 @@ async fn sigterm_under_load_delivers_every_acknowledged_push_then_exits() {
     }
     println!(
         "sigterm: {} tabs; {} pushes acknowledged before the signal, {after} more after it, {refused} refused, {unanswered} unanswered; \
-         {frames} frames received; exit {exit} {took:.2?} after the signal (drain timeout {drain:?}); endings {endings:?}",
-        2 * TERM_USERS,
+         {frames} frames received; {exit} {took:.2?} after the signal (drain timeout {drain:?}); endings {endings:?}",
+        2 * users,
         before.iter().sum::<u64>(),
     );
     gw.print_warnings();
     assert!(exit.success(), "exit status {exit}");
     assert!(took < drain + Duration::from_secs(1), "exited {took:?} after the signal, drain timeout {drain:?}");
-    assert_eq!(endings.get("Some(1001)"), Some(&(2 * TERM_USERS as usize)), "every tab closed with 1001: {endings:?}");
+    assert_eq!(endings.get("Some(1001)"), Some(&(2 * users as usize)), "every tab closed with 1001: {endings:?}");
     assert!(queued >= 2_000, "pushes flowed: {queued}");
 }
 

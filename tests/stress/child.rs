@@ -61,6 +61,13 @@ impl Proc {
     }
 }
 
+/// This process's soft limit on open files (the gateway child inherits it).
+pub fn open_file_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files");
+    line["Max open files".len()..].split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
+}
+
 /// `pushgate serve` started for one test, on loopback port 0, killed on drop.
 pub struct Gateway {
     child: Child,
