@@ -112,18 +112,23 @@ impl Gateway {
             }
         });
         let deadline = Instant::now() + WAIT;
-        loop {
+        let addrs = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let value = rx.recv_timeout(left).expect("the gateway's listening line");
+            let Ok(value) = rx.recv_timeout(left) else { break None };
             let fields = &value["fields"];
             if fields["message"] == "pushgate listening" {
-                let addr = |name: &str| fields[name].as_str().and_then(|a| a.parse().ok()).expect("an address");
-                let (public, internal) = (addr("public_addr"), addr("internal_addr"));
-                // The reader thread goes on (a full pipe would stall the
-                // gateway), keeping only the warnings.
-                return Self { child, public, internal, warnings };
+                let addr = |name: &str| fields[name].as_str().and_then(|a| a.parse().ok());
+                break addr("public_addr").zip(addr("internal_addr"));
             }
-        }
+        };
+        let Some((public, internal)) = addrs else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no listening line from the gateway");
+        };
+        // The reader thread goes on (a full pipe would stall the gateway),
+        // keeping only the warnings.
+        Self { child, public, internal, warnings }
     }
 
     pub fn proc(&self) -> Proc {
