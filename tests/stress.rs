@@ -566,7 +566,7 @@ async fn scenario_slowloris_and_silent_sockets_are_dropped_while_real_clients_re
     assert_eq!(codes.get("4001"), Some(&silent_n), "every silent socket closed with 4001: {codes:?}");
     let slowest = took.iter().max().expect("at least one fresh client");
     assert!(*slowest < Duration::from_secs(5), "a fresh client took {slowest:?} to register");
-    assert!(peak >= base.fds + (half_open_n + silent_n) / 4, "the attack was on: peak {peak} fds");
+    assert!(peak >= base.fds + (half_open_n + silent_n) / 8, "the attack was on: peak {peak} fds");
     assert_eq!((stats.connections, stats.users), (0, 0), "{stats:?}");
 }
 
