@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use super::handshake::Accepted;
 use super::protocol::BadRequest;
 use super::{MAX_HEADER_BYTES, Mode, WsContext, close, envelope, live, register};
-use crate::core::{CloseCode, CloseReason, ConnId};
+use crate::core::{CloseCode, CloseReason, ConnId, DropReason};
 use crate::net::tls::Socket;
 
 /// The WebSocket over the upgraded stream, TCP or TLS (hyper's wrapper removed).
@@ -229,11 +229,14 @@ impl Session<'_> {
     }
 
     /// Drops the frames not yet handed to tungstenite (a slow consumer's,
-    /// or any once the connection is closing without them).
-    fn discard_backlog(&mut self) {
+    /// or any once the connection is closing without them); returns how many
+    /// data frames (pushes, in all but rare cases) were dropped.
+    fn discard_backlog(&mut self) -> u64 {
         self.ctx.admission.memory.backlog_shrank(self.backlog_bytes);
+        let data = self.backlog.iter().filter(|m| m.is_text() || m.is_binary()).count() as u64;
         self.backlog = VecDeque::new();
         self.backlog_bytes = 0;
+        data
     }
 
     /// Writes out everything queued: `Ready(Ok)` once the backlog is empty
@@ -460,8 +463,10 @@ async fn finish(conn: &mut Session<'_>, end: End) {
                 if reason.code == CloseCode::SlowConsumer {
                     // Its queue is freed: so are the frames not yet handed to
                     // the socket, and the close frame goes next (docs/protocol.md,
-                    // "Slow consumers").
-                    conn.discard_backlog();
+                    // "Slow consumers"). They were taken from its queue, so
+                    // they are counted as dropped like the rest of it.
+                    let dropped = conn.discard_backlog();
+                    metrics.dropped(DropReason::SlowConsumer, dropped);
                 }
                 conn.close_with(close::frame(&reason)).await?;
                 while let Some(Ok(_)) = conn.ws.next().await {}
