@@ -80,6 +80,8 @@ const DURATION_FLAGS: &[&str] = &[
     "auth-timeout",
     "auth-cache-ttl",
     "history-ttl",
+    "history-meta-ttl",
+    "request-body-timeout",
 ];
 const SIZE_FLAGS: &[&str] = &[
     "max-connections",
