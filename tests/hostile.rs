@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::ws::next_text;
+use common::ws::{next_text, upgrade_raw};
 use common::{Gateway, WAIT};
 use futures_util::StreamExt;
 use pushgate::authenticators::TokenIsUser;
@@ -18,9 +18,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
-
-/// RFC 6455's example key, valid for any upgrade.
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// The flooding client's socket buffer sizes (the kernel doubles them).
 const CLIENT_BUFFER: usize = 4096;
@@ -34,18 +31,7 @@ async fn upgraded(gw: &Gateway) -> TcpStream {
     socket.set_recv_buffer_size(CLIENT_BUFFER as u32).expect("SO_RCVBUF");
     socket.set_send_buffer_size(CLIENT_BUFFER as u32).expect("SO_SNDBUF");
     let mut tcp = socket.connect(gw.public()).await.expect("connect");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        timeout(WAIT, tcp.read_exact(&mut byte)).await.expect("101 in time").expect("read");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    upgrade_raw(&mut tcp).await;
     tcp
 }
 

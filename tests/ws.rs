@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use common::clock::{still, within};
-use common::ws::{ENVELOPE, closed, next_frame, next_json, next_text, send_text, try_connect};
+use common::ws::{ENVELOPE, KEY, closed, next_frame, next_json, next_text, send_text, try_connect, upgrade_raw};
 use common::{Gateway, WAIT, eventually, fast_heartbeat, settings};
 use futures_util::{SinkExt, StreamExt};
 use pushgate::authenticators::TokenTable;
@@ -607,24 +607,10 @@ async fn shutdown_closes_sessions_with_1001() {
 
 // ---------------------------------------------------------------- plain HTTP
 
-/// RFC 6455's example key, valid for any upgrade.
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
 /// A raw TCP connection that has completed an upgrade (its 101 read).
 async fn raw_upgrade(gw: &Gateway) -> TcpStream {
     let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        timeout(WAIT, tcp.read_exact(&mut byte)).await.expect("101 in time").expect("read");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    upgrade_raw(&mut tcp).await;
     tcp
 }
 

@@ -5,6 +5,7 @@
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -114,4 +115,24 @@ pub async fn texts_until_close<S: Stream<Item = Result<Message, WsError>> + Unpi
         other => panic!("after {i} frames: expected a text frame or a close frame, got {other:?}"),
     });
     (texts.collect(), code)
+}
+
+/// RFC 6455's example `Sec-WebSocket-Key`, valid for any upgrade.
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Sends a plain upgrade request on `tcp` and reads the answer's head, which
+/// must be a 101: the raw socket is then a WebSocket the test drives by hand.
+pub async fn upgrade_raw(tcp: &mut TcpStream) {
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        timeout(WAIT, tcp.read_exact(&mut byte)).await.expect("101 in time").expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
 }
