@@ -161,21 +161,8 @@ async fn push_stream_holds_back_a_producer_that_does_not_read() {
         (0..SENT).map(|i| PushRequest { request_id: i.to_string(), ..text_push("nobody", "e", &payload) }).collect();
     let mut replies = client.push_stream(futures_util::stream::iter(requests)).await.expect("stream").into_inner();
 
-    // Wait until the gateway stops taking requests: its count of pushes holds
-    // still for 300 ms (bounded by WAIT).
-    let pushes = || gw.running.hub.stats().pushes;
-    let stalled_at = timeout(WAIT, async {
-        let mut last = pushes();
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = pushes();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-    });
-    let stalled_at = stalled_at.await.expect("the gateway holds still while no reply is read");
+    // Wait until the gateway stops taking requests.
+    let stalled_at = gw.until_pushes_stall().await;
     assert!(stalled_at < SENT as u64 / 2, "{stalled_at} of {SENT} pushed with no reply read");
 
     for i in 0..SENT {
@@ -183,7 +170,7 @@ async fn push_stream_holds_back_a_producer_that_does_not_read() {
         assert_eq!(reply.request_id, i.to_string());
     }
     assert!(timeout(WAIT, replies.message()).await.expect("in time").expect("clean end").is_none());
-    assert_eq!(pushes(), SENT as u64);
+    assert_eq!(gw.running.hub.stats().pushes, SENT as u64);
 }
 
 #[tokio::test]

@@ -32,24 +32,6 @@ async fn patient_channel(gw: &Gateway) -> Channel {
     endpoint.connect().await.expect("connect")
 }
 
-/// Waits until the hub's push count holds still for 300 ms (bounded by
-/// [`WAIT`]): the gateway has stopped reading the stream. Returns the count.
-async fn until_pushes_stall(gw: &Gateway) -> u64 {
-    let pushes = || gw.running.hub.stats().pushes;
-    let stalled = timeout(WAIT, async {
-        let mut last = pushes();
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = pushes();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-    });
-    stalled.await.expect("the gateway holds still while no reply is read")
-}
-
 /// A producer sending each request of a `PushStream` in its own small DATA
 /// frame and reading no reply is held back by flow control, not cut off:
 /// the connection stays up (a unary call on it succeeds meanwhile), and once
@@ -75,7 +57,7 @@ async fn small_frames_on_a_stalled_push_stream_keep_the_connection() {
     });
     let mut replies = client.push_stream(outbound).await.expect("stream").into_inner();
 
-    let stalled_at = until_pushes_stall(&gw).await;
+    let stalled_at = gw.until_pushes_stall().await;
     assert!(stalled_at < SENT as u64, "{stalled_at} of {SENT} pushed with no reply read: nothing held back");
 
     // The connection is alive: another call on it is answered now.

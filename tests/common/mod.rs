@@ -34,6 +34,25 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Waits until the hub's push count holds still for 300 ms (bounded by
+    /// [`WAIT`]): the gateway has stopped reading a producer's stream.
+    /// Returns the count.
+    pub async fn until_pushes_stall(&self) -> u64 {
+        let pushes = || self.running.hub.stats().pushes;
+        let stalled = tokio::time::timeout(WAIT, async {
+            let mut last = pushes();
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let now = pushes();
+                if now == last {
+                    return now;
+                }
+                last = now;
+            }
+        });
+        stalled.await.expect("the gateway holds still while no reply is read")
+    }
+
     pub fn public(&self) -> SocketAddr {
         self.running.public_addr
     }
