@@ -93,6 +93,7 @@ const SIZE_FLAGS: &[&str] = &[
     "max-events-per-conn",
     "conn-queue-bytes",
     "history-size",
+    "history-max-bytes",
     "listen-backlog",
     "max-memory",
 ];

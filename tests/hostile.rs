@@ -457,3 +457,66 @@ async fn the_largest_frames_and_a_large_replay_get_through() {
     assert_eq!(gw.running.hub.publish(live).expect("push").delivered, 1);
     assert_eq!(common::ws::next_json(&mut client).await["data"].as_str().map(str::len), Some(max));
 }
+
+// ---------------------------------------------------------------- bounded ids
+
+/// A token naming a user id longer than any producer may push to is refused
+/// like any invalid token, at the handshake (401) and in a register (4500),
+/// so a browser cannot make the hub hold an oversized key.
+#[tokio::test]
+async fn an_oversized_user_id_from_a_token_is_refused() {
+    let gw = common::start(common::settings()).await;
+    let long = "u".repeat(pushgate::core::hub::MAX_USER_ID_BYTES + 1);
+    match common::ws::try_connect(&format!("{}?token={long}", gw.ws_url()), &[]).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),
+    }
+    let mut tab = gw.compat().await;
+    common::ws::send_text(&mut tab, &format!(r#"{{"token":"{long}","event":"e"}}"#)).await;
+    assert_eq!(common::ws::closed(&mut tab).await.0, 4500);
+    // The longest allowed id still works.
+    let longest = "u".repeat(pushgate::core::hub::MAX_USER_ID_BYTES);
+    let _tab = gw.compat_tab(&longest, "e").await;
+    assert_eq!(gw.online(&longest), 1);
+}
+
+// ---------------------------------------------------------------- the history budget
+
+/// Many offline users' history cannot hold more than `--history-max-bytes`:
+/// the oldest deliveries go first, whoever they belong to, they are counted,
+/// and a resume from before them says it is incomplete.
+#[tokio::test]
+async fn history_stays_within_its_budget_and_says_what_it_evicted() {
+    const BUDGET: u64 = 64 * 1024;
+    let gw = common::start(Settings { history_max_bytes: Some(BUDGET), ..common::settings() }).await;
+    let mut grpc = gw.grpc().await;
+    let body = "h".repeat(4000);
+    for round in 0..8 {
+        for user in 0..10 {
+            grpc.push(common::text_push(&format!("offline{user}"), "e", &body)).await.expect("push");
+        }
+        let scrape = common::metrics::scrape(&gw).await;
+        assert!(scrape.get("pushgate_history_bytes", &[]) <= BUDGET as f64, "round {round}: over the budget");
+    }
+    let scrape = common::metrics::scrape(&gw).await;
+    // 80 pushes of ~4 KiB: about 15 fit, the rest were evicted oldest first.
+    let evicted = scrape.get("pushgate_history_evictions_total", &[]);
+    assert!((60.0..=70.0).contains(&evicted), "evicted {evicted}");
+    // The first user's early pushes are gone: its resume is incomplete, and
+    // what it replays is its newest only.
+    let (mut first, _) = gw.envelope_tab("offline0", &["e"], Some(0)).await;
+    let mut replayed = Vec::new();
+    let recovered = loop {
+        let frame = common::ws::next_json(&mut first).await;
+        match frame["type"].as_str() {
+            Some("recovered") => break frame,
+            _ => replayed.push(frame["seq"].as_u64().expect("seq")),
+        }
+    };
+    assert_eq!(recovered["complete"], false, "{recovered}");
+    assert!(replayed.len() < 8 && replayed.iter().all(|&s| s > 8 - replayed.len() as u64), "newest kept: {replayed:?}");
+    // Pushes keep working after evictions, live and numbered on.
+    let reply = grpc.push(common::text_push("offline0", "e", "live")).await.expect("push").into_inner();
+    assert_eq!((reply.seq, reply.delivered), (9, 1));
+    assert_eq!(common::ws::next_json(&mut first).await["data"], "live");
+}

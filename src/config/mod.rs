@@ -235,6 +235,7 @@ impl Settings {
             history_size,
             history_ttl,
             history_meta_ttl,
+            history_max_bytes,
             listen_backlog,
             log_format,
             log
@@ -309,6 +310,7 @@ fn resolve_hub(s: &Settings) -> HubConfig {
         history_size: s.history_size.unwrap_or(d.history_size),
         history_ttl: s.history_ttl.unwrap_or(d.history_ttl),
         history_meta_ttl: s.history_meta_ttl.unwrap_or(d.history_meta_ttl),
+        history_max_bytes: s.history_max_bytes.map_or(d.history_max_bytes, saturating_usize),
     }
 }
 
@@ -365,6 +367,12 @@ impl Config {
 }
 
 /// Cert and key come together (a file may give one without the other).
+/// A size the operator gave as u64, as the hub holds it; past `usize` (a
+/// 32-bit target) it saturates, which the bounds check then refuses.
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 fn tls_files(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,

@@ -210,6 +210,11 @@ pub struct Settings {
     #[arg(long, env = "PUSHGATE_HISTORY_META_TTL", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub history_meta_ttl: Option<Duration>,
+    /// What all users' histories may hold together, e.g. 256MiB; past it the
+    /// oldest deliveries are evicted first, whoever they belong to. [default: 256MiB]
+    #[arg(long, env = "PUSHGATE_HISTORY_MAX_BYTES", value_parser = parse_size)]
+    #[serde(default, deserialize_with = "de_size")]
+    pub history_max_bytes: Option<u64>,
     /// Kernel accept-queue length for both listeners. [default: 1024]
     #[arg(long, env = "PUSHGATE_LISTEN_BACKLOG")]
     pub listen_backlog: Option<u32>,

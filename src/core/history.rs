@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::budget::Footprint;
 use super::delivery::Delivery;
 use super::event::EventName;
 
@@ -16,6 +17,9 @@ pub(crate) struct History {
     /// out on purpose by its own `ttl_ms`): a resume from `since >= floor` is
     /// complete.
     floor: u64,
+    /// What the kept deliveries cost ([`Delivery::queue_cost`] each), for the
+    /// gateway-wide budget.
+    bytes: usize,
 }
 
 /// Where a client resumes from: the last seq it saw and, when it knows it,
@@ -63,18 +67,36 @@ impl History {
         while self.items.len() >= size {
             self.evict_front();
         }
+        self.bytes += delivery.queue_cost();
         self.items.push_back((now, delivery));
     }
 
     fn evict_front(&mut self) {
         if let Some((_, d)) = self.items.pop_front() {
             self.floor = self.floor.max(d.seq.unwrap_or(0));
+            self.bytes -= d.queue_cost();
         }
+    }
+
+    /// Evicts every delivery up to and including `seq` (the budget's oldest
+    /// first). Returns how many were evicted.
+    pub(crate) fn evict_through(&mut self, seq: u64) -> usize {
+        let mut evicted = 0;
+        while self.items.front().is_some_and(|(_, d)| d.seq.is_some_and(|s| s <= seq)) {
+            self.evict_front();
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// What the kept deliveries cost, and how many they are.
+    pub(crate) fn footprint(&self) -> Footprint {
+        Footprint { bytes: self.bytes, count: self.items.len() }
     }
 
     /// How many deliveries are kept.
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.items.len()
     }
 

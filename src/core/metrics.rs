@@ -83,6 +83,8 @@ pub struct Metrics {
     pushes: [Counter; 4],
     pub(crate) broadcasts: Counter,
     pub(crate) deliveries: Counter,
+    pub(crate) history_bytes: Gauge<i64, AtomicI64>,
+    pub(crate) history_evictions: Counter,
     drops: [Counter; 2],
     disconnects: Family<Labels, Counter>,
     write_latency: Histogram,
@@ -132,6 +134,8 @@ impl Metrics {
             .map(|r| pushes_family.get_or_create_owned(&vec![("result", r.to_owned())]));
         let broadcasts = Counter::default();
         let deliveries = Counter::default();
+        let history_bytes = Gauge::default();
+        let history_evictions = Counter::default();
         let drops_family = Family::<Labels, Counter>::default();
         let drops =
             ["slow_consumer", "drop_oldest"].map(|r| drops_family.get_or_create_owned(&vec![("reason", r.to_owned())]));
@@ -150,6 +154,16 @@ impl Metrics {
         registry.register("pushes", "Pushes by result", pushes_family);
         registry.register("broadcasts", "Broadcasts accepted", broadcasts.clone());
         registry.register("deliveries", "Deliveries queued to connections", deliveries.clone());
+        registry.register(
+            "history_bytes",
+            "What every user's history holds (--history-max-bytes)",
+            history_bytes.clone(),
+        );
+        registry.register(
+            "history_evictions",
+            "Deliveries evicted from history, oldest first, to stay within --history-max-bytes",
+            history_evictions.clone(),
+        );
         registry.register("drops", "Deliveries dropped, by reason", drops_family);
         registry.register("disconnects", "Connections closed, by close code", disconnects.clone());
         registry.register_with_unit(
@@ -173,6 +187,8 @@ impl Metrics {
             pushes,
             broadcasts,
             deliveries,
+            history_bytes,
+            history_evictions,
             drops,
             disconnects,
             write_latency,

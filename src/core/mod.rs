@@ -4,6 +4,7 @@
 //! tonic, prost, tungstenite or hyper, nor how the gateway is configured or
 //! wired: adapters and `server` pass plain values in.
 
+mod budget;
 pub mod close;
 pub mod delivery;
 pub mod event;

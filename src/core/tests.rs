@@ -216,3 +216,43 @@ fn without_history_a_resume_from_the_past_is_incomplete() {
     let joined = hub.join(&u, 3, hub.new_outbox(), &events(&["e"]), Some(&Since::seq(3))).expect("join");
     assert!(joined.replay.expect("replay").complete, "nothing was missed after the latest seq");
 }
+
+#[test]
+fn the_history_budget_evicts_the_oldest_deliveries_of_any_user_first() {
+    // Each 1000-byte push costs 1000 + 64 + 1 bytes; the budget holds 10.
+    let cost = 1000 + 64 + 1;
+    let hub = hub(HubConfig { history_max_bytes: 10 * cost, ..HubConfig::default() });
+    let body = "x".repeat(1000);
+    for round in 0..4 {
+        for user in ["a", "b", "c", "d", "e"] {
+            hub.publish(text(user, "e", &body)).expect("publish");
+            assert!(hub.budget.held() <= 10 * cost, "round {round}: over the budget");
+        }
+    }
+    // 20 pushes, 10 kept: rounds 0 and 1 of every user were evicted, oldest first.
+    assert_eq!(hub.budget.held(), 10 * cost);
+    assert_eq!(hub.metrics().history_evictions.get(), 10);
+    let replay_of = |user: &str, id| {
+        let u: UserId = Arc::from(user);
+        let joined = hub.join(&u, id, hub.new_outbox(), &events(&["e"]), Some(&Since::seq(0))).expect("join");
+        let replay = joined.replay.expect("replay");
+        (replay.deliveries.iter().filter_map(|d| d.seq).collect::<Vec<_>>(), replay.complete)
+    };
+    assert_eq!(replay_of("a", 1), (vec![3, 4], false), "the budget's evictions make a resume incomplete");
+    assert_eq!(replay_of("e", 2), (vec![3, 4], false));
+
+    // Histories that shrink by their own size or TTL give their bytes back,
+    // and the records of what they dropped do not pile up.
+    let small = hub_with_small_history();
+    for i in 0..20_000 {
+        small.publish(text(&format!("u{}", i % 7), "e", "m")).expect("publish");
+    }
+    assert_eq!(small.budget.held(), 7 * 2 * (1 + 64 + 1), "two per user kept, all counted");
+    assert!(small.budget.records() <= 2 * 14 + 4096 + 1, "records compacted: {}", small.budget.records());
+    small.sweep();
+    assert_eq!(small.budget.held(), 0, "expired history is no longer counted");
+}
+
+fn hub_with_small_history() -> Arc<Hub> {
+    hub(HubConfig { history_size: 2, history_ttl: Duration::ZERO, ..HubConfig::default() })
+}

@@ -102,7 +102,7 @@ async fn upgrade<'a>(
     }
     let identity = match token(req)? {
         None => None,
-        Some(token) => Some(ctx.auth.authenticate(&token).await.map_err(|e| refuse_token(&e))?),
+        Some(token) => Some(ctx.authenticate(&token).await.map_err(|e| refuse_token(&e))?),
     };
     let headers = req.headers();
     let mode = if offers_envelope(headers) { Mode::Envelope } else { Mode::Compat };

@@ -163,7 +163,7 @@ impl Live<'_, '_> {
 /// connection's (and its expiry). An authenticator that cannot decide right
 /// now leaves the old token in place and says so.
 async fn refresh(conn: &mut Session<'_>, member: &mut Membership, token: &str) -> Result<(), End> {
-    let identity = match conn.ctx.auth.authenticate(token).await {
+    let identity = match conn.ctx.authenticate(token).await {
         Ok(identity) => identity,
         Err(crate::core::AuthError::Unavailable(reason)) => {
             tracing::debug!(%reason, "refresh: authentication unavailable");

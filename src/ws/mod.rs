@@ -40,7 +40,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::config::PublicConfig;
-use crate::core::{Authenticator, Hub};
+use crate::core::hub::{MAX_USER_ID_BYTES, check_length};
+use crate::core::{AuthError, Authenticator, Hub, Identity};
 use crate::net::{accept_loop_gated, tls};
 use admission::{Handshakes, MemoryWatch, Sessions};
 
@@ -65,6 +66,20 @@ pub struct WsContext {
     pub demo: Option<Demo>,
     /// The admission limits' state, shared with `server` for its stats.
     pub admission: Arc<Admission>,
+}
+
+impl WsContext {
+    /// Checks `token` with the configured authenticator. A user id that no
+    /// producer could push to (empty, or longer than the API's limit) is an
+    /// invalid token, so a browser cannot make the hub hold an oversized key.
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let identity = self.auth.authenticate(token).await?;
+        if identity.user.is_empty() {
+            return Err(AuthError::Invalid("the token names an empty user id".into()));
+        }
+        check_length("user_id", &identity.user, MAX_USER_ID_BYTES).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        Ok(identity)
+    }
 }
 
 /// The public listener's admission state: connection counts, handshakes in

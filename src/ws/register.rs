@@ -162,7 +162,7 @@ async fn resolve(conn: &Session<'_>, token: Option<&str>, current: Option<&Ident
     let Some(token) = token else {
         return current.cloned().ok_or_else(|| End::close(CloseCode::Unauthorized, "no token"));
     };
-    let identity = conn.ctx.auth.authenticate(token).await.map_err(|e| refused_token(&e))?;
+    let identity = conn.ctx.authenticate(token).await.map_err(|e| refused_token(&e))?;
     if current.is_some_and(|c| c.user != identity.user) {
         return Err(End::close(CloseCode::Unauthorized, "the token is another user's"));
     }

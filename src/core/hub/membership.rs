@@ -26,7 +26,7 @@ impl Hub {
         }
         let subscribed = new_events(&[], events, self.config.max_events_per_conn)?;
         let mut shard = self.shard(user);
-        let entry = shard.entry(Arc::clone(user)).or_insert_with(UserEntry::new);
+        let entry = shard.entry(Arc::clone(user)).or_insert_with(|| UserEntry::new(Arc::clone(user)));
         if entry.subscribers.len() >= self.config.max_connections_per_user {
             let n = entry.subscribers.len();
             Self::prune(&mut shard, user);

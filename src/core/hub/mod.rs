@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 
+use super::budget::Budget;
 use super::close::{CloseCode, CloseReason};
 use super::delivery::{Delivery, Payload};
 use super::event::{EventError, EventName, validate_event};
@@ -52,6 +53,10 @@ pub struct HubConfig {
     /// last push (default 30 days), so seq never restarts for a user who was
     /// away longer than the history.
     pub history_meta_ttl: Duration,
+    /// What all users' histories may hold together, in bytes (default
+    /// 256 MiB); past it the oldest deliveries are evicted first, whoever
+    /// they belong to.
+    pub history_max_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -65,6 +70,7 @@ impl Default for HubConfig {
             history_size: 64,
             history_ttl: Duration::from_secs(300),
             history_meta_ttl: Duration::from_secs(30 * 24 * 3600),
+            history_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -180,6 +186,8 @@ struct Subscriber {
 
 #[derive(Debug)]
 struct UserEntry {
+    /// The user, as the shard's key holds it (the history budget names it).
+    user: UserId,
     seq: u64,
     /// The epoch of this user's stream: new whenever the entry is (a new
     /// process, or a position forgotten after the meta TTL), so a client's
@@ -194,8 +202,9 @@ struct UserEntry {
 }
 
 impl UserEntry {
-    fn new() -> Self {
+    fn new(user: UserId) -> Self {
         Self {
+            user,
             seq: 0,
             epoch: new_epoch(),
             position_until: None,
@@ -240,6 +249,7 @@ pub struct Hub {
     next_conn: AtomicU64,
     closing: AtomicBool,
     metrics: Metrics,
+    pub(crate) budget: Budget,
 }
 
 const SHARDS: usize = 64;
@@ -247,13 +257,16 @@ const SHARDS: usize = 64;
 impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Arc<Self> {
+        let metrics = Metrics::new();
+        let budget = Budget::new(config.history_max_bytes, metrics.history_bytes.clone());
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::with_hasher(RandomState::default()))).collect(),
             hasher: RandomState::default(),
             config,
             next_conn: AtomicU64::new(1),
             closing: AtomicBool::new(false),
-            metrics: Metrics::new(),
+            metrics,
+            budget,
         })
     }
 
@@ -349,11 +362,23 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(PushError::ShuttingDown);
         }
+        let published = self.number_and_fan_out(push)?;
+        if self.budget.is_over() {
+            self.evict_oldest_history();
+        }
+        Ok(published)
+    }
+
+    /// The part of a publish under the user's shard lock.
+    fn number_and_fan_out(&self, push: Push) -> Result<Published, PushError> {
         let now = Instant::now();
         let mut shard = self.shard(&push.user_id);
         let entry = match shard.get_mut(push.user_id.as_str()) {
             Some(entry) => entry,
-            None => shard.entry(Arc::from(push.user_id)).or_insert_with(UserEntry::new),
+            None => {
+                let user: UserId = Arc::from(push.user_id);
+                shard.entry(Arc::clone(&user)).or_insert_with(|| UserEntry::new(user))
+            }
         };
         if let Some(seq) = push.idempotency_key.as_deref().and_then(|k| entry.keys.get(k)) {
             return Ok(Published { delivered: 0, seq, duplicate: true });
@@ -365,11 +390,31 @@ impl Hub {
         let event = interned(&entry.subscribers, &push.event).unwrap_or_else(|| Arc::from(push.event));
         let delivery = Arc::new(Delivery::accepted_at(now, event, Some(seq), push.payload, replay_until));
         let delivered = self.fan_out(&entry.subscribers, &delivery);
+        let before = entry.history.footprint();
+        if self.config.history_size > 0 {
+            self.budget.kept(&entry.user, Arc::downgrade(&delivery));
+        }
         entry.history.remember(delivery, self.config.history_size, now);
+        self.budget.adjust(before, entry.history.footprint());
         if let Some(key) = push.idempotency_key {
             entry.keys.insert(key, seq, now);
         }
         Ok(Published { delivered, seq, duplicate: false })
+    }
+
+    /// Evicts the oldest deliveries of any user's history until all
+    /// histories together are within `--history-max-bytes` again.
+    fn evict_oldest_history(&self) {
+        while self.budget.is_over() {
+            let Some(kept) = self.budget.oldest() else { return };
+            let Some(seq) = kept.delivery.upgrade().and_then(|d| d.seq) else { continue };
+            let mut shard = self.shard(&kept.user);
+            let Some(entry) = shard.get_mut(&kept.user) else { continue };
+            let before = entry.history.footprint();
+            let evicted = entry.history.evict_through(seq);
+            self.budget.adjust(before, entry.history.footprint());
+            self.metrics.history_evictions.inc_by(evicted as u64);
+        }
     }
 
     /// Queues `delivery` to each member subscribed to its event.
@@ -451,7 +496,9 @@ impl Hub {
         let ttl = self.config.history_ttl;
         for mut shard in self.each_shard() {
             shard.retain(|_, e| {
+                let before = e.history.footprint();
                 e.history.expire(ttl, now);
+                self.budget.adjust(before, e.history.footprint());
                 e.keys.expire(ttl, now);
                 !e.is_idle(now)
             });
