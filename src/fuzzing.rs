@@ -25,7 +25,7 @@ impl InternalHttp {
     /// The routes over `hub`, requiring one of `keys` when any is given.
     pub fn new(hub: Arc<Hub>, keys: ProducerKeys) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime");
-        Self { router: crate::http::router(hub, keys), runtime }
+        Self { router: crate::http::router(Arc::new(memory_node(&hub)), keys), runtime }
     }
 
     /// Sends one request; returns the status, the `content-type` and the body.
@@ -55,9 +55,17 @@ impl InternalHttp {
     }
 }
 
-/// `PushBatch` over `hub`, as the gRPC service and `/v1/push_batch` run it.
-pub fn push_batch(hub: &Hub, request: PushBatchRequest) -> PushBatchReply {
-    crate::api::push_batch(hub, request)
+/// `PushBatch` over `hub` with the in-process broker, as the gRPC service
+/// and `/v1/push_batch` run it.
+pub fn push_batch(hub: &Arc<Hub>, request: PushBatchRequest) -> PushBatchReply {
+    use futures_util::FutureExt as _;
+    let node = memory_node(hub);
+    // The in-process broker answers at once: the future is ready when first polled.
+    crate::api::push_batch(&node, request).now_or_never().expect("the in-process broker answers at once")
+}
+
+fn memory_node(hub: &Arc<Hub>) -> crate::api::Node {
+    crate::api::Node { hub: Arc::clone(hub), broker: crate::broker::memory(hub, "fuzz".into()) }
 }
 
 /// The largest encoded `PushRequest` the gateway decodes for `hub`.

@@ -12,6 +12,9 @@
 //! - [`core`]: the transport-free hub — users, connections, subscriptions,
 //!   per-user `seq` and history, send queues, the authentication seam,
 //!   producer keys, metrics, close codes.
+//! - [`broker`]: the `--broker` implementations of the core's
+//!   [`core::Broker`] seam — what several nodes share (seq, history,
+//!   idempotency, cross-node delivery, presence).
 //! - [`authenticators`]: the `--auth` modes (none, tokens, JWT, webhook).
 //! - [`config`]: flags, environment and TOML file resolved into one `Config`.
 //! - [`server`]: the one place that wires the adapters to the hub, binds the
@@ -20,15 +23,15 @@
 //! - `ws` (crate-private): the public listener — WebSocket handshake, browser
 //!   sessions.
 //! - `api`: the producer API over the proto types, shared by the gRPC and
-//!   HTTP adapters (convert → call the hub → convert).
+//!   HTTP adapters (convert → call the broker → convert).
 //! - `grpc`: the `pushgate.v1.PushService` tonic service, health, reflection.
 //! - `http`: the internal HTTP routes — wserver's `POST /push`, the `/v1/*`
 //!   JSON mirror, health, metrics.
 //! - `net`: what both listeners share — the accept loop, TLS, the `Bearer`
 //!   parser.
 //!
-//! A push takes two hops: an adapter converts the request and calls
-//! [`core::Hub::publish`], which queues one shared delivery to each matching
+//! A push takes two hops: an adapter converts the request and calls the
+//! broker (with the default in-process broker, [`core::Hub::publish`]), which queues one shared delivery to each matching
 //! connection without waiting; each connection's session task wakes and
 //! writes everything queued in one go. docs/architecture.md follows a push
 //! through the code.
@@ -36,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod authenticators;
+pub mod broker;
 pub mod config;
 pub mod core;
 pub mod proto;

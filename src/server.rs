@@ -16,10 +16,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::core::{Authenticator, CloseCode, CloseReason, Hub, ProducerKeys};
+use crate::api::Node;
+use crate::config::{BrokerUrl, Config};
+use crate::core::{Authenticator, Broker, CloseCode, CloseReason, Hub, ProducerKeys};
 use crate::net::tls;
-use crate::{grpc, http, ws};
+use crate::{broker, grpc, http, ws};
 
 pub use crate::ws::ListenerStats;
 
@@ -59,6 +60,8 @@ pub struct Running {
     pub internal_addr: SocketAddr,
     /// The hub, for embedding programs and tests.
     pub hub: Arc<Hub>,
+    /// The broker this node shares the cluster through.
+    pub broker: Arc<dyn Broker>,
     admission: Arc<ws::Admission>,
     trigger: CancellationToken,
     done: JoinHandle<()>,
@@ -95,6 +98,9 @@ pub async fn start(
     let public_addr = listeners.public.local_addr()?;
     let internal_addr = listeners.internal.local_addr()?;
     let hub = Hub::new(config.hub.clone());
+    let broker = start_broker(&config, &hub)?;
+    hub.metrics().set_node_id(broker.node_id());
+    let node = Arc::new(Node { hub: Arc::clone(&hub), broker: Arc::clone(&broker) });
     let keys = ProducerKeys::new(&config.internal.api_keys);
     let accept = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -103,9 +109,9 @@ pub async fn start(
     let public_tls = config.public.tls.as_ref().map(|f| tls::acceptor(f, &[b"http/1.1"])).transpose();
     let (internal_tls, public_tls) = (internal_tls.map_err(io::Error::other)?, public_tls.map_err(io::Error::other)?);
 
-    let public_push = config.public.push_on_public.then(|| http::public_push_router(Arc::clone(&hub), keys.clone()));
-    let grpc = grpc::services(Arc::clone(&hub), keys.clone()).await;
-    let internal = http::router(Arc::clone(&hub), keys).merge(grpc.routes);
+    let public_push = config.public.push_on_public.then(|| http::public_push_router(Arc::clone(&node), keys.clone()));
+    let grpc = grpc::services(Arc::clone(&node), keys.clone()).await;
+    let internal = http::router(Arc::clone(&node), keys).merge(grpc.routes);
     let timeouts = http::Timeouts {
         handshake: config.public.handshake_timeout,
         request_body: config.internal.request_body_timeout,
@@ -114,6 +120,7 @@ pub async fn start(
     let admission = Arc::new(ws::Admission::new(&config.public));
     let ctx = ws::WsContext {
         hub: Arc::clone(&hub),
+        broker: Arc::clone(&broker),
         auth,
         config: config.public.clone(),
         shutdown: accept.clone(),
@@ -126,11 +133,18 @@ pub async fn start(
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
     let (ping, pong) = (config.heartbeat.ping_interval, config.heartbeat.pong_timeout);
     tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), ping, pong, accept.clone()));
-    tracing::info!(%public_addr, %internal_addr, "pushgate listening");
+    tracing::info!(%public_addr, %internal_addr, node_id = broker.node_id(), "pushgate listening");
 
     let trigger = CancellationToken::new();
     let stop = trigger.clone();
-    let drain = Drain { hub: Arc::clone(&hub), accept, tracker, health: grpc.health, timeout: config.drain_timeout };
+    let drain = Drain {
+        hub: Arc::clone(&hub),
+        broker: Arc::clone(&broker),
+        accept,
+        tracker,
+        health: grpc.health,
+        timeout: config.drain_timeout,
+    };
     let done = tokio::spawn(async move {
         tokio::select! {
             () = signal => {}
@@ -138,12 +152,25 @@ pub async fn start(
         }
         drain.run().await;
     });
-    Ok(Running { public_addr, internal_addr, hub, admission, trigger, done })
+    Ok(Running { public_addr, internal_addr, hub, broker, admission, trigger, done })
+}
+
+/// The broker `--broker` asks for, started (a broker whose server is away
+/// starts anyway and reports not-ready until it is back).
+fn start_broker(config: &Config, hub: &Arc<Hub>) -> io::Result<Arc<dyn Broker>> {
+    let cluster = &config.cluster;
+    match &cluster.broker {
+        BrokerUrl::Memory => Ok(broker::memory(hub, cluster.node_id.clone())),
+        BrokerUrl::Redis(_) | BrokerUrl::Nats(_) => {
+            Err(io::Error::other("--broker: only `memory` is available in this build"))
+        }
+    }
 }
 
 /// The shutdown sequence.
 struct Drain {
     hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
     accept: CancellationToken,
     tracker: TaskTracker,
     health: tonic_health::server::HealthReporter,
@@ -175,6 +202,7 @@ impl Drain {
         if tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_err() {
             tracing::warn!(left = self.tracker.len(), "drain timeout: connections still open are dropped");
         }
+        self.broker.shutdown().await;
         tracing::info!("shutdown complete");
     }
 }

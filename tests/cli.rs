@@ -82,6 +82,7 @@ const DURATION_FLAGS: &[&str] = &[
     "history-ttl",
     "history-meta-ttl",
     "request-body-timeout",
+    "node-lease",
 ];
 const SIZE_FLAGS: &[&str] = &[
     "max-connections",
@@ -147,10 +148,27 @@ fn absurd_durations_and_sizes_are_config_errors_naming_the_flag() {
     {
         refused_everywhere(flag, "0", "0", &dir);
     }
-    for flag in ["register-timeout", "handshake-timeout", "auth-timeout"] {
+    for flag in ["register-timeout", "handshake-timeout", "auth-timeout", "node-lease"] {
         refused_everywhere(flag, "0s", "\"0s\"", &dir);
     }
+    // A lease under a second could not be refreshed in time.
+    refused_everywhere("node-lease", "500ms", "\"500ms\"", &dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn malformed_broker_settings_are_config_errors_naming_the_flag() {
+    let dir = std::env::temp_dir().join(format!("pushgate-broker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for url in ["kafka://127.0.0.1:9092", "redis://", "redis://127.0.0.1:port", "redis://127.0.0.1:6379/x", "redis"] {
+        refused_everywhere("broker", url, &format!("\"{url}\""), &dir);
+    }
+    for (flag, value) in [("broker-prefix", "a b"), ("broker-prefix", "a/b"), ("node-id", "n*1"), ("node-id", "n>")] {
+        refused_everywhere(flag, value, &format!("\"{value}\""), &dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let fine = pushgate(&["check-config", "--broker", "memory", "--broker-prefix", "team-a", "--node-id", "n1"]);
+    assert!(fine.status.success(), "{}", String::from_utf8_lossy(&fine.stderr));
 }
 
 #[test]

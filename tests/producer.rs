@@ -589,10 +589,12 @@ list_services!(list_services_v1alpha, v1alpha);
 
 #[tokio::test]
 async fn online_and_stats_report_what_is_connected() {
-    let gw = common::start(common::settings()).await;
+    let settings = Settings { node_id: Some("node-a".into()), ..common::settings() };
+    let gw = common::start(settings).await;
     let mut client = gw.grpc().await;
     let before = client.stats(StatsRequest {}).await.expect("stats").into_inner();
     assert_eq!((before.connections, before.users, before.pushes), (0, 0, 0));
+    assert_eq!(before.node_id, "node-a");
 
     let _tabs = Tabs::open(&gw).await; // u1: 3 connections, u2: 1
     let users = vec!["u1".to_owned(), "u2".to_owned(), "nobody".to_owned()];
@@ -611,6 +613,7 @@ async fn online_and_stats_report_what_is_connected() {
     assert_eq!(metrics.status, 200);
     assert!(metrics.content_type.starts_with("application/openmetrics-text"), "{}", metrics.content_type);
     assert!(metrics.body.contains("pushgate_connections 4"), "{}", metrics.body);
+    assert!(metrics.body.contains(r#"pushgate_node{node_id="node-a"} 1"#), "{}", metrics.body);
     assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
 
     let reply = http(&gw, "POST", "/v1/stats", None, "").await;

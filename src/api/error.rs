@@ -57,7 +57,7 @@ impl ApiError {
             ApiError::Push(
                 PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. } | PushError::TooLong { .. },
             ) => Code::InvalidArgument,
-            ApiError::Push(PushError::ShuttingDown) => Code::Unavailable,
+            ApiError::Push(PushError::ShuttingDown | PushError::Unavailable(_)) => Code::Unavailable,
             ApiError::Unauthenticated => Code::Unauthenticated,
         }
     }

@@ -1,24 +1,42 @@
 //! The producer API expressed over the `pushgate.v1` proto types, shared by
 //! the gRPC and the HTTP adapters so each call's logic exists once: convert the
-//! request into core terms, call the [`Hub`], convert the result back.
+//! request into core terms, call the [`Broker`] (or, for `Stats`, the
+//! [`Hub`]), convert the result back.
 //!
-//! Nothing here awaits: every call is one synchronous hub operation. Nothing
-//! here knows tonic or axum either; an adapter turns [`ApiError::code`] into
+//! A call awaits only the broker: the in-process broker answers at once.
+//! Nothing here knows tonic or axum; an adapter turns [`ApiError::code`] into
 //! its own status.
 
 mod error;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ApiError, Code};
 
 use crate::core::hub::{MAX_REQUEST_ID_BYTES, MAX_USER_ID_BYTES, check_length};
-use crate::core::{Hub, Payload, Published, Push, PushError, validate_event};
+use crate::core::{Broker, Control, Hub, Payload, Published, Push, PushError, validate_event};
 use crate::proto::{
     BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, OnlineReply, OnlineRequest, PushBatchReply,
     PushBatchRequest, PushReply, PushRequest, StatsReply, StatsRequest, broadcast_request, push_request,
 };
+
+/// What the producer API works on: this node's hub and the broker it shares
+/// the cluster through.
+#[derive(Clone)]
+pub struct Node {
+    /// This node's connections.
+    pub hub: Arc<Hub>,
+    /// What is cluster-wide.
+    pub broker: Arc<dyn Broker>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("node_id", &self.broker.node_id()).finish_non_exhaustive()
+    }
+}
 
 /// Bytes a single push may take on the wire beyond its payload (user id,
 /// event, request id, idempotency key, framing).
@@ -42,29 +60,29 @@ pub fn max_batch_bytes(hub: &Hub) -> usize {
 }
 
 /// Publishes one core push: the one place every producer path (gRPC, the
-/// `/v1` mirror, wserver's `/push`) validates and publishes. Costs one hub
+/// `/v1` mirror, wserver's `/push`) validates and publishes. Costs one broker
 /// publish; never waits on a connection.
-pub fn publish(hub: &Hub, push: Push) -> Result<Published, ApiError> {
-    hub.publish(push).map_err(|e| refused("push", e))
+pub async fn publish(node: &Node, push: Push) -> Result<Published, ApiError> {
+    node.broker.publish(push).await.map_err(|e| refused("push", e))
 }
 
 /// `Push`: queues one message to the user's connections subscribed to its
 /// event.
-pub fn push(hub: &Hub, mut request: PushRequest) -> Result<PushReply, ApiError> {
+pub async fn push(node: &Node, mut request: PushRequest) -> Result<PushReply, ApiError> {
     let request_id = std::mem::take(&mut request.request_id);
     check_request_id("push", &request_id)?;
-    publish(hub, to_push(request)).map(|published| reply(published, request_id))
+    publish(node, to_push(request)).await.map(|published| reply(published, request_id))
 }
 
 /// One push of a `PushStream` or `PushBatch`: like [`push`], but a failure
 /// becomes the reply's `error` (with the request id echoed, unless it is the
 /// id that is too long) instead of ending the call.
-pub fn push_reply(hub: &Hub, mut request: PushRequest) -> PushReply {
+pub async fn push_reply(node: &Node, mut request: PushRequest) -> PushReply {
     let request_id = std::mem::take(&mut request.request_id);
     if let Err(e) = check_request_id("push", &request_id) {
         return PushReply { error: Some(e.to_proto()), ..Default::default() };
     }
-    match publish(hub, to_push(request)) {
+    match publish(node, to_push(request)).await {
         Ok(published) => reply(published, request_id),
         Err(e) => PushReply { request_id, error: Some(e.to_proto()), ..Default::default() },
     }
@@ -89,14 +107,18 @@ fn reply(published: Published, request_id: String) -> PushReply {
 
 /// `PushBatch`: one reply per push, in order; a failing push does not stop
 /// the others.
-pub fn push_batch(hub: &Hub, request: PushBatchRequest) -> PushBatchReply {
-    PushBatchReply { replies: request.pushes.into_iter().map(|p| push_reply(hub, p)).collect() }
+pub async fn push_batch(node: &Node, request: PushBatchRequest) -> PushBatchReply {
+    let mut replies = Vec::with_capacity(request.pushes.len());
+    for push in request.pushes {
+        replies.push(push_reply(node, push).await);
+    }
+    PushBatchReply { replies }
 }
 
 /// `Broadcast`: one delivery, shared by every connection subscribed to the
 /// event (only those of `user_ids` when given). Without `user_ids` it walks
 /// every user of the hub.
-pub fn broadcast(hub: &Hub, request: BroadcastRequest) -> Result<BroadcastReply, ApiError> {
+pub async fn broadcast(node: &Node, request: BroadcastRequest) -> Result<BroadcastReply, ApiError> {
     check_request_id("broadcast", &request.request_id)?;
     for user in &request.user_ids {
         check_length("user_ids", user, MAX_USER_ID_BYTES).map_err(|e| refused("broadcast", e))?;
@@ -106,7 +128,10 @@ pub fn broadcast(hub: &Hub, request: BroadcastRequest) -> Result<BroadcastReply,
         Some(broadcast_request::Payload::Data(data)) => Payload::Binary(data),
         None => Payload::text(""),
     };
-    match hub.broadcast(&request.event, payload, &request.user_ids) {
+    validate_event(&request.event).map_err(|e| refused("broadcast", PushError::BadEvent(e)))?;
+    node.hub.validate_payload(&payload).map_err(|e| refused("broadcast", e))?;
+    let control = Control::Broadcast { event: request.event, payload, users: request.user_ids };
+    match node.broker.control(control).await {
         Ok(delivered) => Ok(BroadcastReply { delivered, request_id: request.request_id }),
         Err(e) => Err(refused("broadcast", e)),
     }
@@ -115,7 +140,7 @@ pub fn broadcast(hub: &Hub, request: BroadcastRequest) -> Result<BroadcastReply,
 /// `Disconnect`: closes the user's connections (only those subscribed to
 /// `event` when set) with 4502. An explicitly empty `event` is refused rather
 /// than taken as "all events".
-pub fn disconnect(hub: &Hub, request: DisconnectRequest) -> Result<DisconnectReply, ApiError> {
+pub async fn disconnect(node: &Node, request: DisconnectRequest) -> Result<DisconnectReply, ApiError> {
     if request.user_id.is_empty() {
         return Err(refused("disconnect", PushError::EmptyUser));
     }
@@ -123,18 +148,23 @@ pub fn disconnect(hub: &Hub, request: DisconnectRequest) -> Result<DisconnectRep
     if let Some(event) = &request.event {
         validate_event(event).map_err(|e| refused("disconnect", PushError::BadEvent(e)))?;
     }
-    Ok(DisconnectReply { closed: hub.disconnect(&request.user_id, request.event.as_deref()) })
+    let control = Control::Disconnect { user: request.user_id, event: request.event };
+    let closed = node.broker.control(control).await.map_err(|e| refused("disconnect", e))?;
+    Ok(DisconnectReply { closed })
 }
 
 /// `Online`: live connections of each requested user (0 for none).
-pub fn online(hub: &Hub, request: OnlineRequest) -> OnlineReply {
-    let counts = hub.online(&request.user_ids);
-    OnlineReply { connections: request.user_ids.into_iter().zip(counts).collect::<HashMap<_, _>>() }
+pub async fn online(node: &Node, request: OnlineRequest) -> Result<OnlineReply, ApiError> {
+    for user in &request.user_ids {
+        check_length("user_ids", user, MAX_USER_ID_BYTES).map_err(|e| refused("online", e))?;
+    }
+    let counts = node.broker.online(&request.user_ids).await.map_err(|e| refused("online", e.into()))?;
+    Ok(OnlineReply { connections: request.user_ids.into_iter().zip(counts).collect::<HashMap<_, _>>() })
 }
 
 /// `Stats`: this node's counters, read without locking.
-pub fn stats(hub: &Hub, _request: StatsRequest) -> StatsReply {
-    let s = hub.stats();
+pub fn stats(node: &Node, _request: StatsRequest) -> StatsReply {
+    let s = node.hub.stats();
     StatsReply {
         connections: s.connections,
         users: s.users,
@@ -143,6 +173,7 @@ pub fn stats(hub: &Hub, _request: StatsRequest) -> StatsReply {
         deliveries: s.deliveries,
         drops: s.drops,
         broadcasts: s.broadcasts,
+        node_id: node.broker.node_id().to_owned(),
     }
 }
 
@@ -172,6 +203,13 @@ mod tests {
     use super::*;
     use crate::core::HubConfig;
     use bytes::Bytes;
+    use futures_util::FutureExt as _;
+
+    /// The answer of a call through the in-process broker, which is ready
+    /// when first polled.
+    fn now<T>(call: impl std::future::Future<Output = T>) -> T {
+        call.now_or_never().expect("the in-process broker answers at once")
+    }
 
     fn request(user: &str, event: &str, message: &str) -> PushRequest {
         PushRequest {
@@ -202,12 +240,13 @@ mod tests {
     #[test]
     fn failures_name_the_field() {
         let hub = Hub::new(HubConfig { max_message_bytes: 4, ..HubConfig::default() });
-        let err = |r| push(&hub, r).expect_err("refused");
+        let node = Node { hub: Arc::clone(&hub), broker: crate::broker::memory(&hub, "test".into()) };
+        let err = |r| now(push(&node, r)).expect_err("refused");
         assert!(err(request("", "e", "x")).to_string().contains("user_id"));
         assert!(err(request("u", "", "x")).to_string().contains("event"));
         assert!(err(request("u", "a b", "x")).to_string().contains("event"));
         assert!(err(request("u", "e", "too long")).to_string().contains("message"));
-        let reply = push_reply(&hub, request("", "e", "x"));
+        let reply = now(push_reply(&node, request("", "e", "x")));
         assert_eq!((reply.request_id.as_str(), reply.error.map(|e| e.code)), ("r1", Some(3)));
         let long = "x".repeat(257);
         assert!(err(request(&long, "e", "x")).to_string().contains("user_id"));
@@ -215,7 +254,7 @@ mod tests {
         assert!(err(keyed).to_string().contains("idempotency_key"));
         let tagged = PushRequest { request_id: long.clone(), ..request("u", "e", "x") };
         assert!(err(tagged.clone()).to_string().contains("request_id"));
-        let reply = push_reply(&hub, tagged);
+        let reply = now(push_reply(&node, tagged));
         assert_eq!((reply.request_id.as_str(), reply.error.map(|e| e.code)), ("", Some(3)));
         let at_limit = "x".repeat(256);
         let fits = PushRequest {
@@ -223,14 +262,14 @@ mod tests {
             request_id: at_limit.clone(),
             ..request(&at_limit, "e", "x")
         };
-        assert!(push(&hub, fits).is_ok());
+        assert!(now(push(&node, fits)).is_ok());
         let wide =
             BroadcastRequest { event: "e".into(), user_ids: vec!["u".into(), long.clone()], ..Default::default() };
-        assert!(broadcast(&hub, wide).expect_err("refused").to_string().contains("user_ids"));
+        assert!(now(broadcast(&node, wide)).expect_err("refused").to_string().contains("user_ids"));
         let gone = DisconnectRequest { user_id: long, event: None };
-        assert_eq!(disconnect(&hub, gone).map_err(|e| e.code()), Err(Code::InvalidArgument));
+        assert_eq!(now(disconnect(&node, gone)).map_err(|e| e.code()), Err(Code::InvalidArgument));
         let bad = DisconnectRequest { user_id: "u".into(), event: Some(String::new()) };
-        assert_eq!(disconnect(&hub, bad).map_err(|e| e.code()), Err(Code::InvalidArgument));
+        assert_eq!(now(disconnect(&node, bad)).map_err(|e| e.code()), Err(Code::InvalidArgument));
         hub.begin_shutdown();
         assert_eq!(err(request("u", "e", "x")).code(), Code::Unavailable);
     }

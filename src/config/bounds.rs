@@ -39,6 +39,7 @@ impl Config {
         within("auth-cache-ttl", auth.cache_ttl, Duration::ZERO, DAY)?;
         within("history-ttl", hub.history_ttl, Duration::ZERO, 30 * DAY)?;
         within("history-meta-ttl", hub.history_meta_ttl, Duration::ZERO, 365 * DAY)?;
+        within("node-lease", self.cluster.node_lease, SECOND, HOUR)?;
         within("max-connections", public.max_connections, 1, 10_000_000)?;
         within("max-connections-per-ip", public.max_connections_per_ip, 0, 10_000_000)?;
         within("max-handshakes", public.max_handshakes, 1, 1_000_000)?;

@@ -6,6 +6,7 @@
 //! validated result with one sub-struct per part of the gateway.
 
 mod bounds;
+mod cluster;
 mod settings;
 mod values;
 
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::{BrokerUrl, ClusterConfig, check_name, parse_broker};
 pub use settings::{AuthMode, LogFormat, Settings, parse_auth_mode};
 pub use values::{parse_duration, parse_size};
 
@@ -61,6 +63,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Ping and pong timing.
     pub heartbeat: HeartbeatConfig,
+    /// The broker and this node's place in the cluster.
+    pub cluster: ClusterConfig,
     /// Longest shutdown (default 10 s).
     pub drain_timeout: Duration,
     /// Kernel accept queue (default 1024).
@@ -236,6 +240,10 @@ impl Settings {
             history_ttl,
             history_meta_ttl,
             history_max_bytes,
+            broker,
+            broker_prefix,
+            node_id,
+            node_lease,
             listen_backlog,
             log_format,
             log
@@ -289,6 +297,12 @@ impl Settings {
                 ping_interval: s.ping_interval.unwrap_or(Duration::from_secs(25)),
                 pong_timeout: s.pong_timeout.unwrap_or(Duration::from_secs(10)),
             },
+            cluster: ClusterConfig {
+                broker: s.broker.unwrap_or_default(),
+                prefix: s.broker_prefix.unwrap_or_else(|| "pushgate".into()),
+                node_id: s.node_id.unwrap_or_else(crate::broker::generated_node_id),
+                node_lease: s.node_lease.unwrap_or(Duration::from_secs(10)),
+            },
             drain_timeout: s.drain_timeout.unwrap_or(Duration::from_secs(10)),
             listen_backlog: s.listen_backlog.unwrap_or(1024),
             log_format: s.log_format.unwrap_or_default(),
@@ -337,6 +351,8 @@ impl Config {
         if self.hub.conn_queue_bytes < self.hub.max_message_bytes + 256 {
             return invalid("conn-queue-bytes", "must hold at least one message of --max-message-bytes");
         }
+        check_name(&self.cluster.prefix).or_else(|m| invalid("broker-prefix", &m))?;
+        check_name(&self.cluster.node_id).or_else(|m| invalid("node-id", &m))?;
         if self.public.push_on_public && self.internal.api_keys.is_empty() {
             return invalid("push-on-public", "--push-on-public needs at least one --api-key");
         }

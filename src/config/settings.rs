@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use super::cluster::{BrokerUrl, de_broker, parse_broker};
 use super::values::{de_duration, de_size, de_slow_policy, parse_duration, parse_size, parse_slow_policy};
 use crate::core::SlowPolicy;
 
@@ -215,6 +216,22 @@ pub struct Settings {
     #[arg(long, env = "PUSHGATE_HISTORY_MAX_BYTES", value_parser = parse_size)]
     #[serde(default, deserialize_with = "de_size")]
     pub history_max_bytes: Option<u64>,
+    /// Where several nodes share pushes: memory (one node),
+    /// redis://HOST:PORT[/DB] or nats://HOST:PORT. [default: memory]
+    #[arg(long, env = "PUSHGATE_BROKER", value_parser = parse_broker)]
+    #[serde(default, deserialize_with = "de_broker")]
+    pub broker: Option<BrokerUrl>,
+    /// Prefix of every Redis key and channel and NATS subject, so several
+    /// clusters share one server. [default: pushgate]
+    #[arg(long, env = "PUSHGATE_BROKER_PREFIX")]
+    pub broker_prefix: Option<String>,
+    /// This node's id in the cluster. [default: the host name and a random suffix]
+    #[arg(long, env = "PUSHGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How long a node counts as alive after its last lease refresh (at least 1s). [default: 10s]
+    #[arg(long, env = "PUSHGATE_NODE_LEASE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub node_lease: Option<Duration>,
     /// Kernel accept-queue length for both listeners. [default: 1024]
     #[arg(long, env = "PUSHGATE_LISTEN_BACKLOG")]
     pub listen_backlog: Option<u32>,

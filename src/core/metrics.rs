@@ -87,6 +87,7 @@ pub struct Metrics {
     pub(crate) history_evictions: Counter,
     drops: [Counter; 2],
     disconnects: Family<Labels, Counter>,
+    node: Family<Labels, Gauge<i64, AtomicI64>>,
     write_latency: Histogram,
     producer_auth_failures: [Counter; 3],
     /// Broker publish errors (0 with the in-process broker).
@@ -140,6 +141,7 @@ impl Metrics {
         let drops =
             ["slow_consumer", "drop_oldest"].map(|r| drops_family.get_or_create_owned(&vec![("reason", r.to_owned())]));
         let disconnects = Family::<Labels, Counter>::default();
+        let node = Family::<Labels, Gauge<i64, AtomicI64>>::default();
         // 50 µs .. ~1.6 s
         let write_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let broker_errors = Counter::default();
@@ -166,6 +168,7 @@ impl Metrics {
         );
         registry.register("drops", "Deliveries dropped, by reason", drops_family);
         registry.register("disconnects", "Connections closed, by close code", disconnects.clone());
+        registry.register("node", "This node: 1, labelled with its --node-id", node.clone());
         registry.register_with_unit(
             "push_write_latency",
             "Time from a push's acceptance to its write to a connection",
@@ -191,6 +194,7 @@ impl Metrics {
             history_evictions,
             drops,
             disconnects,
+            node,
             write_latency,
             producer_auth_failures,
             broker_errors,
@@ -235,6 +239,11 @@ impl Metrics {
             };
             self.drops[i].inc_by(n);
         }
+    }
+
+    /// Labels the `pushgate_node` series with this node's id.
+    pub fn set_node_id(&self, node_id: &str) {
+        self.node.get_or_create(&vec![("node_id", node_id.to_owned())]).set(1);
     }
 
     /// Counts a connection closed with `code`.

@@ -4,6 +4,7 @@
 //! tonic, prost, tungstenite or hyper, nor how the gateway is configured or
 //! wired: adapters and `server` pass plain values in.
 
+pub mod broker;
 mod budget;
 pub mod close;
 pub mod delivery;
@@ -17,6 +18,7 @@ mod metrics;
 pub mod outbox;
 mod producer_keys;
 
+pub use broker::{Broker, BrokerError, Control, Pending};
 pub use close::{CloseCode, CloseReason};
 pub use delivery::{Delivery, Payload, Text};
 pub use event::{EventName, event_name, event_names, validate_event};

@@ -22,12 +22,11 @@ use tonic::server::NamedService;
 use tonic::service::interceptor::{InterceptedService, ResponseBody};
 
 use super::producer_key::ProducerKeyCheck;
-use super::service::HubPushService;
+use super::service::NodePushService;
 use crate::api;
-use crate::core::Hub;
 use crate::proto::push_service_server::{PushServiceServer, SERVICE_NAME};
 
-type Authed = InterceptedService<PushServiceServer<HubPushService>, ProducerKeyCheck>;
+type Authed = InterceptedService<PushServiceServer<NodePushService>, ProducerKeyCheck>;
 
 /// PushService with a per-method decode limit, routed by request path.
 /// Cloning shares the handler (reference counts only).
@@ -38,11 +37,11 @@ pub(super) struct SizedByMethod {
 }
 
 impl SizedByMethod {
-    /// Both instances over one `HubPushService` for `hub`, behind `auth`.
-    pub(super) fn new(hub: Arc<Hub>, auth: ProducerKeyCheck) -> Self {
-        let single_limit = api::max_push_bytes(&hub);
-        let batch_limit = api::max_batch_bytes(&hub);
-        let producer = Arc::new(HubPushService::new(hub));
+    /// Both instances over one `NodePushService` for `node`, behind `auth`.
+    pub(super) fn new(node: Arc<api::Node>, auth: ProducerKeyCheck) -> Self {
+        let single_limit = api::max_push_bytes(&node.hub);
+        let batch_limit = api::max_batch_bytes(&node.hub);
+        let producer = Arc::new(NodePushService::new(node));
         let server = |limit| {
             let server = PushServiceServer::from_arc(Arc::clone(&producer)).max_decoding_message_size(limit);
             InterceptedService::new(server, auth.clone())

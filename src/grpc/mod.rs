@@ -1,5 +1,5 @@
 //! The gRPC adapter: `pushgate.v1.PushService`, `grpc.health.v1.Health` and
-//! reflection (v1 and v1alpha). Handlers convert → call the hub → convert;
+//! reflection (v1 and v1alpha). Handlers convert → call the node → convert;
 //! the logic of each call lives once, in [`crate::api`].
 
 mod decode_limits;
@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::core::{Hub, ProducerKeys, ProducerTransport};
+use crate::api::Node;
+use crate::core::{ProducerKeys, ProducerTransport};
 use crate::net::throttle::KeyRefusals;
 use crate::proto::push_service_server::SERVICE_NAME;
 
@@ -27,15 +28,15 @@ pub(crate) struct GrpcServices {
     pub health: tonic_health::server::HealthReporter,
 }
 
-/// Builds the services over `hub`; PushService requires `keys` when any is set
+/// Builds the services over `node`; PushService requires `keys` when any is set
 /// (health and reflection never do). Health starts SERVING for `""` and
 /// `pushgate.v1.PushService`.
-pub(crate) async fn services(hub: Arc<Hub>, keys: ProducerKeys) -> GrpcServices {
+pub(crate) async fn services(node: Arc<Node>, keys: ProducerKeys) -> GrpcServices {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
-    let refusals = KeyRefusals::new(Arc::clone(&hub), ProducerTransport::Grpc);
-    let push = decode_limits::SizedByMethod::new(hub, ProducerKeyCheck::new(keys, refusals));
+    let refusals = KeyRefusals::new(Arc::clone(&node.hub), ProducerTransport::Grpc);
+    let push = decode_limits::SizedByMethod::new(node, ProducerKeyCheck::new(keys, refusals));
     let mut routes = Routes::new(push).add_service(health_service);
     routes = add_reflection(routes);
     GrpcServices { routes: routes.into_axum_router().fallback(unknown_path), health }

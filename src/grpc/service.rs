@@ -1,5 +1,5 @@
-//! `PushService` over the hub: each handler converts → calls [`crate::api`]
-//! → converts.
+//! `PushService` over the node: each handler converts → calls
+//! [`crate::api`] → converts.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,24 +8,23 @@ use futures_util::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::decode_limits::over_limit;
-use crate::api::{self, ApiError, Code};
-use crate::core::Hub;
+use crate::api::{self, ApiError, Code, Node};
 use crate::proto::push_service_server::PushService;
 use crate::proto::{
     BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, OnlineReply, OnlineRequest, PushBatchReply,
     PushBatchRequest, PushReply, PushRequest, StatsReply, StatsRequest,
 };
 
-/// The `PushService` implementation: a handle on the hub.
+/// The `PushService` implementation: a handle on the node.
 #[derive(Debug, Clone)]
-pub(super) struct HubPushService {
-    hub: Arc<Hub>,
+pub(super) struct NodePushService {
+    node: Arc<Node>,
 }
 
-impl HubPushService {
-    /// A service pushing through `hub`.
-    pub(super) fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+impl NodePushService {
+    /// A service pushing through `node`.
+    pub(super) fn new(node: Arc<Node>) -> Self {
+        Self { node }
     }
 }
 
@@ -44,9 +43,9 @@ pub(super) fn status(error: &ApiError) -> Status {
 type Replies = Pin<Box<dyn Stream<Item = Result<PushReply, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl PushService for HubPushService {
+impl PushService for NodePushService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
-        api::push(&self.hub, request.into_inner()).map(Response::new).map_err(|e| status(&e))
+        api::push(&self.node, request.into_inner()).await.map(Response::new).map_err(|e| status(&e))
     }
 
     type PushStreamStream = Replies;
@@ -57,31 +56,36 @@ impl PushService for HubPushService {
     /// decode error on the request stream ends the reply stream with it (an
     /// oversized request as RESOURCE_EXHAUSTED).
     async fn push_stream(&self, request: Request<Streaming<PushRequest>>) -> Result<Response<Replies>, Status> {
-        let hub = Arc::clone(&self.hub);
-        let replies = request.into_inner().map(move |next| match next {
-            Ok(request) => Ok(api::push_reply(&hub, request)),
-            Err(status) => Err(over_limit(status)),
+        let node = Arc::clone(&self.node);
+        let replies = request.into_inner().then(move |next| {
+            let node = Arc::clone(&node);
+            async move {
+                match next {
+                    Ok(request) => Ok(api::push_reply(&node, request).await),
+                    Err(status) => Err(over_limit(status)),
+                }
+            }
         });
         Ok(Response::new(Box::pin(replies)))
     }
 
     async fn push_batch(&self, request: Request<PushBatchRequest>) -> Result<Response<PushBatchReply>, Status> {
-        Ok(Response::new(api::push_batch(&self.hub, request.into_inner())))
+        Ok(Response::new(api::push_batch(&self.node, request.into_inner()).await))
     }
 
     async fn broadcast(&self, request: Request<BroadcastRequest>) -> Result<Response<BroadcastReply>, Status> {
-        api::broadcast(&self.hub, request.into_inner()).map(Response::new).map_err(|e| status(&e))
+        api::broadcast(&self.node, request.into_inner()).await.map(Response::new).map_err(|e| status(&e))
     }
 
     async fn disconnect(&self, request: Request<DisconnectRequest>) -> Result<Response<DisconnectReply>, Status> {
-        api::disconnect(&self.hub, request.into_inner()).map(Response::new).map_err(|e| status(&e))
+        api::disconnect(&self.node, request.into_inner()).await.map(Response::new).map_err(|e| status(&e))
     }
 
     async fn online(&self, request: Request<OnlineRequest>) -> Result<Response<OnlineReply>, Status> {
-        Ok(Response::new(api::online(&self.hub, request.into_inner())))
+        api::online(&self.node, request.into_inner()).await.map(Response::new).map_err(|e| status(&e))
     }
 
     async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
-        Ok(Response::new(api::stats(&self.hub, request.into_inner())))
+        Ok(Response::new(api::stats(&self.node, request.into_inner())))
     }
 }

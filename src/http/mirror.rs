@@ -27,8 +27,8 @@ const BATCH_JSON_FACTOR: usize = 2;
 /// The `/v1/*` routes, behind the producer key. The key check is a route
 /// layer of each method router, so a wrong method gets 405 without it.
 pub(super) fn routes(shared: &Arc<Shared>) -> Router {
-    let single = || single_push_limit(&shared.hub);
-    let batch = DefaultBodyLimit::max(api::max_batch_bytes(&shared.hub).saturating_mul(BATCH_JSON_FACTOR));
+    let single = || single_push_limit(&shared.node.hub);
+    let batch = DefaultBodyLimit::max(api::max_batch_bytes(&shared.node.hub).saturating_mul(BATCH_JSON_FACTOR));
     let guarded = |route: MethodRouter<Arc<Shared>>, limit| guarded(shared, route, limit, unauthenticated);
     Router::new()
         .route("/v1/push", guarded(post(push), single()))
@@ -109,25 +109,25 @@ type Body = Result<Bytes, BytesRejection>;
 type Reply<T> = Result<Json<T>, MirrorError>;
 
 async fn push(State(s): State<Arc<Shared>>, body: Body) -> Reply<PushReply> {
-    Ok(Json(api::push(&s.hub, decode(body)?)?))
+    Ok(Json(api::push(&s.node, decode(body)?).await?))
 }
 
 async fn push_batch(State(s): State<Arc<Shared>>, body: Body) -> Reply<PushBatchReply> {
-    Ok(Json(api::push_batch(&s.hub, decode(body)?)))
+    Ok(Json(api::push_batch(&s.node, decode(body)?).await))
 }
 
 async fn broadcast(State(s): State<Arc<Shared>>, body: Body) -> Reply<BroadcastReply> {
-    Ok(Json(api::broadcast(&s.hub, decode(body)?)?))
+    Ok(Json(api::broadcast(&s.node, decode(body)?).await?))
 }
 
 async fn disconnect(State(s): State<Arc<Shared>>, body: Body) -> Reply<DisconnectReply> {
-    Ok(Json(api::disconnect(&s.hub, decode(body)?)?))
+    Ok(Json(api::disconnect(&s.node, decode(body)?).await?))
 }
 
 async fn online(State(s): State<Arc<Shared>>, body: Body) -> Reply<OnlineReply> {
-    Ok(Json(api::online(&s.hub, decode(body)?)))
+    Ok(Json(api::online(&s.node, decode(body)?).await?))
 }
 
 async fn stats(State(s): State<Arc<Shared>>, body: Body) -> Reply<StatsReply> {
-    Ok(Json(api::stats(&s.hub, decode::<StatsRequest>(body)?)))
+    Ok(Json(api::stats(&s.node, decode::<StatsRequest>(body)?)))
 }

@@ -22,26 +22,27 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
+use crate::api::Node;
 use crate::core::{Hub, ProducerKeys, ProducerTransport};
 use crate::net::bearer;
 use crate::net::throttle::KeyRefusals;
 
 pub(crate) use listener::{Timeouts, serve};
 
-/// What every route handler shares: the hub, the producer keys, and the
+/// What every route handler shares: the node, the producer keys, and the
 /// count of calls refused for want of one.
 #[derive(Debug)]
 struct Shared {
-    hub: Arc<Hub>,
+    node: Arc<Node>,
     keys: ProducerKeys,
     refusals: KeyRefusals,
 }
 
 impl Shared {
     /// The routes' state for one listener (`transport` labels refusals).
-    fn new(hub: Arc<Hub>, keys: ProducerKeys, transport: ProducerTransport) -> Arc<Self> {
-        let refusals = KeyRefusals::new(Arc::clone(&hub), transport);
-        Arc::new(Self { hub, keys, refusals })
+    fn new(node: Arc<Node>, keys: ProducerKeys, transport: ProducerTransport) -> Arc<Self> {
+        let refusals = KeyRefusals::new(Arc::clone(&node.hub), transport);
+        Arc::new(Self { node, keys, refusals })
     }
 
     /// True when `headers` carry a valid producer key, or none is required.
@@ -87,8 +88,8 @@ fn guarded(
 
 /// The HTTP routes of the internal port. It sets no fallback, so it merges
 /// with the gRPC routes (whose fallback answers gRPC UNIMPLEMENTED).
-pub(crate) fn router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
-    let shared = Shared::new(hub, keys, ProducerTransport::Http);
+pub(crate) fn router(node: Arc<Node>, keys: ProducerKeys) -> Router {
+    let shared = Shared::new(node, keys, ProducerTransport::Http);
     let health =
         Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics));
     health.with_state(Arc::clone(&shared)).merge(wserver::routes(&shared)).merge(mirror::routes(&shared))
@@ -97,8 +98,8 @@ pub(crate) fn router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
 /// wserver's `POST /push` alone, for the public listener of a wserver
 /// drop-in (`--push-on-public`); the key check is the same as on the
 /// internal port, and the configuration makes a key mandatory there.
-pub(crate) fn public_push_router(hub: Arc<Hub>, keys: ProducerKeys) -> Router {
-    wserver::routes(&Shared::new(hub, keys, ProducerTransport::PublicHttp))
+pub(crate) fn public_push_router(node: Arc<Node>, keys: ProducerKeys) -> Router {
+    wserver::routes(&Shared::new(node, keys, ProducerTransport::PublicHttp))
 }
 
 /// `GET /healthz`: the process answers.
@@ -106,10 +107,13 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 `ready`, or 503 once shutdown has begun.
+/// `GET /readyz`: 200 `ready`, or 503 once shutdown has begun or while the
+/// broker cannot take pushes.
 async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if shared.hub.is_shutting_down() {
+    if shared.node.hub.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if !shared.node.broker.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable")
     } else {
         (StatusCode::OK, "ready")
     }
@@ -118,7 +122,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str)
 /// `GET /metrics`: the hub's metrics in the OpenMetrics text format.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, shared.hub.metrics().registry()) {
+    match prometheus_client::encoding::text::encode(&mut body, shared.node.hub.metrics().registry()) {
         Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
         Err(error) => {
             tracing::error!(%error, "/metrics: encoding failed");

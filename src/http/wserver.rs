@@ -27,7 +27,7 @@ const ILLEGAL: &str = "request data illegal";
 
 /// `POST /push`, behind the producer key.
 pub(super) fn routes(shared: &Arc<Shared>) -> Router {
-    let push = guarded(shared, post(push), single_push_limit(&shared.hub), unauthorized);
+    let push = guarded(shared, post(push), single_push_limit(&shared.node.hub), unauthorized);
     Router::new().route("/push", push).with_state(Arc::clone(shared))
 }
 
@@ -48,7 +48,7 @@ async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesReject
     let Some(push) = parse(&body) else {
         return illegal();
     };
-    match api::publish(&shared.hub, push) {
+    match api::publish(&shared.node, push).await {
         Ok(reply) => format!("message sent to {} clients", reply.delivered).into_response(),
         Err(error) => match error.code() {
             Code::InvalidArgument => illegal(),

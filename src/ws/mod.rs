@@ -41,7 +41,7 @@ use tracing::Instrument as _;
 
 use crate::config::PublicConfig;
 use crate::core::hub::{MAX_USER_ID_BYTES, check_length};
-use crate::core::{AuthError, Authenticator, Hub, Identity};
+use crate::core::{AuthError, Authenticator, Broker, Hub, Identity};
 use crate::net::{accept_loop_gated, tls};
 use admission::{Handshakes, MemoryWatch, Sessions};
 
@@ -50,6 +50,8 @@ pub(crate) use demo::Demo;
 /// What the public listener needs, injected by `server`.
 pub struct WsContext {
     pub hub: Arc<Hub>,
+    /// What is cluster-wide: told of each connection that joins and leaves.
+    pub broker: Arc<dyn Broker>,
     pub auth: Arc<dyn Authenticator>,
     pub config: PublicConfig,
     /// Cancelled when the gateway shuts down: stop accepting; sessions that

@@ -8,12 +8,13 @@ use tokio::time::Instant;
 use super::protocol::{self, BadRequest, ClientMessage, Register};
 use super::session::{End, Incoming, Session};
 use super::{Mode, envelope};
-use crate::core::{AuthError, CloseCode, EventName, Hub, Identity, JoinError, Outbox, Replay, UserId};
+use crate::core::{AuthError, Broker, CloseCode, EventName, Hub, Identity, JoinError, Outbox, Replay, UserId};
 
 /// A connection joined to the hub. Dropping it removes the connection from
-/// the hub, so every way out of a session leaves.
+/// the hub and tells the broker, so every way out of a session leaves.
 pub(super) struct Membership {
     hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
     pub user: UserId,
     pub identity: Identity,
     /// What the connection is subscribed to, as the hub last said.
@@ -25,6 +26,7 @@ pub(super) struct Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.hub.leave(&self.user, self.id);
+        self.broker.left(&self.user);
     }
 }
 
@@ -85,17 +87,24 @@ async fn join(
 ) -> Result<Option<Membership>, End> {
     let identity = resolve(conn, register.token.as_deref(), handshake).await?;
     check_allowed(&identity, &register.events)?;
-    let hub = &conn.ctx.hub;
+    let (hub, broker) = (&conn.ctx.hub, &conn.ctx.broker);
     let outbox = hub.new_outbox();
     let since = register.since.filter(|_| conn.mode == Mode::Envelope);
+    if let Err(error) = broker.joining(&identity.user).await {
+        return refused_join(conn, &error).map(|()| None);
+    }
     let joined = match hub.join(&identity.user, conn.id, Arc::clone(&outbox), &register.events, since.as_ref()) {
         Ok(joined) => joined,
-        Err(error) => return refused_join(conn, &error).map(|()| None),
+        Err(error) => {
+            broker.left(&identity.user);
+            return refused_join(conn, &error).map(|()| None);
+        }
     };
     tracing::Span::current().record("user", &*identity.user);
     tracing::debug!(events = joined.events.len(), "joined");
     let member = Membership {
         hub: Arc::clone(hub),
+        broker: Arc::clone(broker),
         user: Arc::clone(&identity.user),
         identity,
         events: joined.events.clone(),

@@ -158,6 +158,10 @@ pub enum PushError {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The broker cannot take the push now (its server is away); nothing
+    /// was delivered, the producer may retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why a connection could not join or subscribe.
@@ -329,7 +333,7 @@ impl Hub {
         self.validate_payload(&push.payload)
     }
 
-    fn validate_payload(&self, payload: &Payload) -> Result<(), PushError> {
+    pub(crate) fn validate_payload(&self, payload: &Payload) -> Result<(), PushError> {
         let max = self.config.max_message_bytes;
         if payload.len() > max {
             let field = match payload {
@@ -349,7 +353,7 @@ impl Hub {
         self.metrics.push(match &result {
             Ok(published) if published.duplicate => PushResult::Duplicate,
             Ok(_) => PushResult::Ok,
-            Err(PushError::ShuttingDown) => PushResult::Unavailable,
+            Err(PushError::ShuttingDown | PushError::Unavailable(_)) => PushResult::Unavailable,
             Err(
                 PushError::EmptyUser | PushError::BadEvent(_) | PushError::TooLarge { .. } | PushError::TooLong { .. },
             ) => PushResult::Invalid,
