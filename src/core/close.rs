@@ -28,6 +28,9 @@ pub enum CloseCode {
     TokenExpired,
     /// 4003: a connection limit was reached (global, per user or per IP).
     ConnectionLimit,
+    /// 4004: the user's stream started over (the broker lost its data):
+    /// reconnect and resume; the resume says it is incomplete.
+    StreamReset,
     /// 4500: unauthorized.
     Unauthorized,
     /// 4501: event not allowed for this user.
@@ -53,6 +56,7 @@ impl CloseCode {
             CloseCode::RegisterTimeout => 4001,
             CloseCode::TokenExpired => 4002,
             CloseCode::ConnectionLimit => 4003,
+            CloseCode::StreamReset => 4004,
             CloseCode::Unauthorized => 4500,
             CloseCode::EventNotAllowed => 4501,
             CloseCode::Disconnected => 4502,
@@ -74,6 +78,7 @@ impl CloseCode {
             CloseCode::RegisterTimeout => "register timeout",
             CloseCode::TokenExpired => "token expired",
             CloseCode::ConnectionLimit => "connection limit reached",
+            CloseCode::StreamReset => "stream reset: resume and reload",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::EventNotAllowed => "event not allowed",
             CloseCode::Disconnected => "disconnected by the server",

@@ -89,6 +89,20 @@ impl History {
         evicted
     }
 
+    /// Forgets everything: a new stream starts (its seq numbers are not
+    /// comparable with the old ones).
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.floor = 0;
+        self.bytes = 0;
+    }
+
+    /// Marks every seq up to `seq` as not kept here: a resume from before it
+    /// is incomplete (a node that starts following a stream in its middle).
+    pub(crate) fn not_kept_through(&mut self, seq: u64) {
+        self.floor = self.floor.max(seq);
+    }
+
     /// What the kept deliveries cost, and how many they are.
     pub(crate) fn footprint(&self) -> Footprint {
         Footprint { bytes: self.bytes, count: self.items.len() }
