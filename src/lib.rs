@@ -13,6 +13,8 @@
 //!   per-user `seq` and history, send queues, the authentication seam,
 //!   producer keys, metrics, close codes.
 //! - [`authenticators`]: the `--auth` modes (none, tokens, JWT, webhook).
+//! - [`broker`]: the transports that let several nodes share users' streams
+//!   (Redis).
 //! - [`config`]: flags, environment and TOML file resolved into one `Config`.
 //! - [`server`]: the one place that wires the adapters to the hub, binds the
 //!   listeners and owns shutdown.
@@ -36,6 +38,7 @@
 #![warn(missing_docs)]
 
 pub mod authenticators;
+pub mod broker;
 pub mod config;
 pub mod core;
 pub mod proto;
