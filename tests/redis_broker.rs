@@ -19,8 +19,14 @@ fn prefix() -> String {
     format!("pgtest:{:016x}", RandomState::new().hash_one(Instant::now()))
 }
 
+/// A node's configuration; positions live two minutes, not 30 days, so the
+/// tests leave little behind in the shared Redis.
 fn config(url: &str, prefix: &str, node: &str) -> RedisConfig {
-    RedisConfig::new(url, prefix, node)
+    RedisConfig {
+        history_ttl: Duration::from_secs(60),
+        history_meta_ttl: Duration::from_secs(120),
+        ..RedisConfig::new(url, prefix, node)
+    }
 }
 
 async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
@@ -279,6 +285,12 @@ impl OwnRedis {
         Self { port, child }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
+        assert!(status.unwrap().success());
+    }
+
     fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -299,8 +311,18 @@ async fn an_outage_is_reported_and_survived_with_a_new_epoch() {
     let call_timeout = Duration::from_millis(500);
     let (a, mut ra) = node(RedisConfig { call_timeout, ..config(&url, &prefix(), "a") }).await;
     a.hold("u1").await.unwrap();
+    assert_eq!(a.add_connection("u1", 10).await.unwrap(), Ok(1));
     let before = a.publish(push("u1", "before")).await.unwrap();
     assert_eq!(text_of(&next_message(&mut ra).await).2, "before");
+
+    // A Redis that stops answering: calls time out, the link goes down.
+    server.signal("STOP");
+    let asked = Instant::now();
+    assert!(matches!(a.publish(push("u1", "stalled")).await, Err(RedisError::Timeout(_))));
+    assert!(asked.elapsed() < call_timeout * 2, "bounded by the call timeout: {:?}", asked.elapsed());
+    until(&mut ra, Incoming::Down).await;
+    server.signal("CONT");
+    until(&mut ra, Incoming::Up).await;
 
     server.kill();
     until(&mut ra, Incoming::Down).await;
@@ -317,7 +339,14 @@ async fn an_outage_is_reported_and_survived_with_a_new_epoch() {
     assert_eq!(after.seq, 1, "Redis lost the stream");
     assert_ne!(after.epoch, before.epoch, "a new stream has a new epoch");
     assert_eq!(after.nodes, 1, "u1 was subscribed again");
-    assert_eq!(text_of(&next_message(&mut ra).await).2, "after");
+    loop {
+        // The stalled push may have been run when Redis resumed, before the kill.
+        match text_of(&next_message(&mut ra).await).2.as_str() {
+            "after" => break,
+            other => assert_eq!(other, "stalled"),
+        }
+    }
+    assert_eq!(a.online(&["u1".to_owned()]).await.unwrap(), vec![1], "presence written again");
     let old = Since { seq: before.seq, epoch: Some(before.epoch.to_string()) };
     let page = a.history("u1", &old).await.unwrap();
     assert!(!page.complete);

@@ -108,8 +108,12 @@ impl Shared {
         let limit = self.config.call_timeout;
         match tokio::time::timeout(limit, call).await {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_timeout() => {
+                self.trouble.notify_one();
+                Err(RedisError::Timeout(limit))
+            }
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
                     self.trouble.notify_one();
                 }
                 Err(RedisError::Redis(e))

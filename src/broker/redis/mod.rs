@@ -16,6 +16,7 @@
 
 pub mod codec;
 mod link;
+mod replay;
 mod scripts;
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use codec::{Control, DecodeError, EncodeError, Stamped};
+pub use replay::HistoryPage;
 
 use crate::core::{EventName, Payload, Since, UserId};
 use link::{Shared, SubOp, lock, millis};
@@ -122,7 +124,8 @@ pub enum Incoming {
     /// (Re)connected, and every held user subscribed again: pushes published
     /// while down are only in history, so catch each held user up from it.
     Up,
-    /// The connection was lost; calls fail until the next `Up`.
+    /// The connection was lost (sent once per `Up`, never before the first);
+    /// calls fail until the next `Up`.
     Down,
 }
 
@@ -153,21 +156,6 @@ pub struct PublishOutcome {
     pub duplicate: bool,
     /// Nodes subscribed to the user that received it (0 for a duplicate).
     pub nodes: u32,
-}
-
-/// A user's position and the pushes a resume replays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryPage {
-    /// The user's latest seq (0 before any push).
-    pub seq: u64,
-    /// The epoch of the user's stream.
-    pub epoch: Arc<str>,
-    /// Kept pushes with a seq above `since`, oldest first, without those
-    /// whose own ttl has passed.
-    pub messages: Vec<Stamped>,
-    /// False when the replay may miss pushes: another epoch, history that no
-    /// longer reaches back to `since + 1`, or `since` beyond the latest seq.
-    pub complete: bool,
 }
 
 /// One node's handle on the Redis broker. Share it as `Arc<RedisBroker>`.
@@ -249,7 +237,7 @@ impl RedisBroker {
         let (seq, epoch, now_ms, entries): (u64, String, u64, Vec<Vec<u8>>) =
             self.shared.bounded(call.invoke_async(&mut conn)).await?;
         let kept_from = now_ms.saturating_sub(millis(self.shared.config.history_ttl));
-        Ok(replay(since, seq, Arc::from(epoch), &entries, now_ms, kept_from))
+        Ok(replay::replay(since, seq, Arc::from(epoch), &entries, now_ms, kept_from))
     }
 
     /// Subscribes this node to the user's pushes. Resolves once Redis
@@ -399,39 +387,3 @@ fn check(config: &RedisConfig) -> Result<(), RedisError> {
 fn new_epoch() -> String {
     format!("{:016x}", link::random())
 }
-
-/// The page for `since` out of the raw history `entries` (oldest first),
-/// given the user's `seq` and `epoch` and Redis's clock: entries accepted
-/// before `kept_from` count as evicted, entries past their own expiry are
-/// left out without making the page incomplete.
-fn replay(since: &Since, seq: u64, epoch: Arc<str>, entries: &[Vec<u8>], now_ms: u64, kept_from: u64) -> HistoryPage {
-    let same_epoch = since.seq == 0 || since.epoch.as_deref().is_none_or(|e| e == &*epoch);
-    let mut floor = seq;
-    let mut intact = true;
-    let mut messages = Vec::new();
-    for entry in entries {
-        let m = match codec::decode_stamped(entry) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "redis broker skipped a malformed history entry");
-                intact = false;
-                continue;
-            }
-        };
-        if m.ts_ms < kept_from {
-            continue;
-        }
-        floor = floor.min(m.seq.saturating_sub(1));
-        if m.seq > since.seq && m.expires_at_ms.is_none_or(|t| now_ms < t) {
-            messages.push(m);
-        }
-    }
-    let complete = same_epoch && intact && since.seq >= floor && since.seq <= seq;
-    if !same_epoch || since.seq > seq {
-        messages.clear();
-    }
-    HistoryPage { seq, epoch, messages, complete }
-}
-
-#[cfg(test)]
-mod tests;
