@@ -131,6 +131,7 @@ pub async fn start(
         admission: Arc::clone(&admission),
     };
     tokio::spawn(ws::serve(listeners.public, Arc::new(ctx)));
+    tokio::spawn(follow_readiness(Arc::clone(&node), grpc.health.clone(), accept.clone()));
     let (ping, pong) = (config.heartbeat.ping_interval, config.heartbeat.pong_timeout);
     tokio::spawn(crate::core::heartbeat::run(Arc::clone(&hub), ping, pong, accept.clone()));
     tracing::info!(%public_addr, %internal_addr, node_id = broker.node_id(), "pushgate listening");
@@ -155,15 +156,40 @@ pub async fn start(
     Ok(Running { public_addr, internal_addr, hub, broker, admission, trigger, done })
 }
 
+/// Keeps gRPC health in step with the broker: NOT_SERVING while it cannot
+/// take pushes (its server is away), SERVING again once it can. Ends at
+/// shutdown, which sets NOT_SERVING for good.
+async fn follow_readiness(node: Arc<Node>, health: tonic_health::server::HealthReporter, stop: CancellationToken) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ready = node.broker.is_ready();
+        if ready != serving && !node.hub.is_shutting_down() {
+            serving = ready;
+            let status =
+                if ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            for service in ["", crate::proto::push_service_server::SERVICE_NAME] {
+                health.set_service_status(service, status).await;
+            }
+        }
+    }
+}
+
 /// The broker `--broker` asks for, started (a broker whose server is away
 /// starts anyway and reports not-ready until it is back).
 fn start_broker(config: &Config, hub: &Arc<Hub>) -> io::Result<Arc<dyn Broker>> {
     let cluster = &config.cluster;
     match &cluster.broker {
         BrokerUrl::Memory => Ok(broker::memory(hub, cluster.node_id.clone())),
-        BrokerUrl::Redis(_) | BrokerUrl::Nats(_) => {
-            Err(io::Error::other("--broker: only `memory` is available in this build"))
-        }
+        BrokerUrl::Redis(url) => match broker::cluster::RedisCluster::start(hub, cluster, url) {
+            Ok(redis) => Ok(redis),
+            Err(error) => Err(io::Error::other(error.to_string())),
+        },
+        BrokerUrl::Nats(_) => Err(io::Error::other("--broker: nats:// is not available in this build yet")),
     }
 }
 

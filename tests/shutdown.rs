@@ -4,55 +4,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::clock::still;
+use common::process::GatewayProcess;
 use common::text_push;
 use common::ws::{closed, next_text, send_text, until_close};
 use pushgate::proto::OnlineRequest;
 use pushgate::proto::push_service_client::PushServiceClient;
 
-/// The gateway as a child process, with the addresses it logged.
-struct GatewayProcess {
-    child: Child,
-    public: String,
-    internal: String,
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
 fn spawn_gateway(drain: &str) -> GatewayProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["--public-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--drain-timeout", drain])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pushgate");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("listening line");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        let fields = &v["fields"];
-        if fields["message"] == "pushgate listening" {
-            let public = fields["public_addr"].as_str().expect("public_addr").to_owned();
-            let internal = fields["internal_addr"].as_str().expect("internal_addr").to_owned();
-            return GatewayProcess { child, public, internal };
-        }
-    }
+    GatewayProcess::spawn(&["--drain-timeout", drain])
 }
 
 #[tokio::test]

@@ -31,13 +31,16 @@ const CACHE_MAX: usize = 100_000;
 /// Largest webhook answer read.
 const BODY_MAX: usize = 64 * 1024;
 
+/// A token's answer, by the SHA-256 of the token, and when it was taken.
+type Cached = (Instant, Result<Identity, AuthError>);
+
 /// Asks a backend over HTTP or HTTPS whose token a connection carries.
 pub struct WebhookAuth {
     url: hyper::Uri,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     cache_ttl: Duration,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Result<Identity, AuthError>)>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
 #[derive(Deserialize)]

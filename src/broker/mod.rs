@@ -2,8 +2,13 @@
 //! seam, chosen with `--broker` (docs/architecture.md, "Several nodes").
 //!
 //! - [`memory`]: one node, nothing shared (the default).
+//! - [`redis`]: several nodes sharing each user's stream (seq, epoch,
+//!   history, idempotency keys), presence and control messages through Redis;
+//!   [`cluster`] puts it behind the seam.
 
+pub mod cluster;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 

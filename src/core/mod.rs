@@ -23,7 +23,7 @@ pub use close::{CloseCode, CloseReason};
 pub use delivery::{Delivery, Payload, Text};
 pub use event::{EventName, event_name, event_names, validate_event};
 pub use history::{Replay, Since};
-pub use hub::{ConnId, Hub, HubConfig, JoinError, Joined, Published, Push, PushError, UserId};
+pub use hub::{Arrival, ConnId, Hub, HubConfig, JoinError, Joined, Numbered, Published, Push, PushError, UserId};
 pub use identity::{AuthError, AuthFuture, Authenticator, Identity};
 pub use metrics::{DropReason, Metrics, ProducerTransport, PushResult, StatsSnapshot};
 pub use outbox::{Drained, Offer, Outbox, SlowPolicy};

@@ -256,3 +256,54 @@ fn the_history_budget_evicts_the_oldest_deliveries_of_any_user_first() {
 fn hub_with_small_history() -> Arc<Hub> {
     hub(HubConfig { history_size: 2, history_ttl: Duration::ZERO, ..HubConfig::default() })
 }
+
+fn numbered(seq: u64, epoch: &Arc<str>) -> Numbered {
+    Numbered {
+        event: event_name("e").expect("valid"),
+        seq,
+        epoch: Arc::clone(epoch),
+        ts_ms: 0,
+        payload: Payload::text(format!("m{seq}")),
+        expires_at_ms: None,
+    }
+}
+
+#[test]
+fn pushes_numbered_by_a_broker_arrive_in_order_and_resume_from_the_hub() {
+    let hub = hub(HubConfig::default());
+    let u: UserId = Arc::from("u");
+    let epoch: Arc<str> = Arc::from("e1");
+    // The broker keeps 3..=5 (1 and 2 were evicted there).
+    let pushes = (3..=5).map(|s| numbered(s, &epoch)).collect();
+    assert_eq!(hub.catch_up(&u, &epoch, 5, pushes), 0);
+    let replay = |since: u64, id| {
+        let joined = hub
+            .join(&u, id, hub.new_outbox(), &events(&["e"]), Some(&Since { seq: since, epoch: Some("e1".into()) }))
+            .expect("join");
+        let replay = joined.replay.expect("replay");
+        (replay.deliveries.iter().filter_map(|d| d.seq).collect::<Vec<_>>(), replay.complete)
+    };
+    assert_eq!(replay(2, 1), (vec![3, 4, 5], true));
+    assert_eq!(replay(1, 2), (vec![3, 4, 5], false), "2 is not kept anywhere");
+    let live = hub.new_outbox();
+    hub.join(&u, 3, Arc::clone(&live), &events(&["e"]), None).expect("join");
+
+    assert_eq!(hub.deliver(&u, numbered(6, &epoch)), Arrival::Delivered(3));
+    assert_eq!(hub.deliver(&u, numbered(6, &epoch)), Arrival::Duplicate);
+    assert_eq!(hub.deliver(&u, numbered(8, &epoch)), Arrival::Gap { after: 6 });
+    // The gap is filled from the broker's history, then the push goes out in order.
+    hub.catch_up(&u, &epoch, 8, (3..=8).map(|s| numbered(s, &epoch)).collect());
+    assert_eq!(hub.deliver(&u, numbered(8, &epoch)), Arrival::Duplicate);
+    let (got, _) = drain(&live);
+    assert_eq!(got.iter().filter_map(|d| d.seq).collect::<Vec<_>>(), vec![6, 7, 8]);
+
+    // The broker lost its data: a new epoch closes the user's connections
+    // with 4004, and a resume from the old epoch is incomplete.
+    let fresh: Arc<str> = Arc::from("e2");
+    assert_eq!(hub.catch_up(&u, &fresh, 0, Vec::new()), 3);
+    assert_eq!(hub.online(&["u".to_owned()]), vec![0]);
+    let (_, end) = drain(&live);
+    assert_eq!(end.close.map(|c| c.code), Some(CloseCode::StreamReset));
+    assert_eq!(hub.deliver(&u, numbered(1, &fresh)), Arrival::Delivered(0));
+    assert_eq!(replay(8, 4), (vec![], false), "seq 8 belonged to the old stream");
+}

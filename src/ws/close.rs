@@ -31,6 +31,7 @@ fn wire_code(code: CloseCode) -> WireCode {
         | CloseCode::RegisterTimeout
         | CloseCode::TokenExpired
         | CloseCode::ConnectionLimit
+        | CloseCode::StreamReset
         | CloseCode::Unauthorized
         | CloseCode::EventNotAllowed
         | CloseCode::Disconnected
@@ -69,6 +70,7 @@ mod tests {
             CloseCode::RegisterTimeout,
             CloseCode::TokenExpired,
             CloseCode::ConnectionLimit,
+            CloseCode::StreamReset,
             CloseCode::Unauthorized,
             CloseCode::EventNotAllowed,
             CloseCode::Disconnected,

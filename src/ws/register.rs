@@ -198,12 +198,13 @@ pub(super) fn check_allowed(identity: &Identity, events: &[EventName]) -> Result
 }
 
 /// A refused join or subscribe: 4003 over the per-user limit, 1001 at
-/// shutdown; too many events is an error message in envelope mode (the
+/// shutdown, 1011 while the broker is away (reconnect with backoff); too many events is an error message in envelope mode (the
 /// client may retry with fewer) and 4503 in the wserver-compatible mode.
 fn refused_join(conn: &mut Session<'_>, error: &JoinError) -> Result<(), End> {
     match error {
         JoinError::UserLimit(_) => Err(End::close(CloseCode::ConnectionLimit, error.to_string())),
         JoinError::ShuttingDown => Err(CloseCode::GoingAway.into()),
+        JoinError::Unavailable(_) => Err(End::close(CloseCode::Internal, "broker unavailable")),
         JoinError::TooManyEvents(_) => match conn.mode {
             Mode::Envelope => conn.error("too_many_events", &error.to_string()),
             Mode::Compat => Err(End::close(CloseCode::ProtocolViolation, error.to_string())),

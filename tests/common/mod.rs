@@ -5,6 +5,7 @@ pub mod clock;
 pub mod http;
 pub mod metrics;
 pub mod pki;
+pub mod process;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -8,6 +8,9 @@
 //! happens under that user's shard lock, which is what keeps per-user order.
 
 mod membership;
+mod remote;
+
+pub use remote::{Arrival, Numbered};
 #[cfg(test)]
 mod proptests;
 
@@ -176,6 +179,9 @@ pub enum JoinError {
     #[error("the gateway is shutting down")]
     /// The gateway is shutting down (or the connection left meanwhile).
     ShuttingDown,
+    /// The broker could not admit the connection now (its server is away).
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A connection's identity in the hub.
@@ -321,7 +327,7 @@ impl Hub {
     }
 
     /// Checks a push's fields against the grammar and limits.
-    fn validate(&self, push: &Push) -> Result<(), PushError> {
+    pub(crate) fn validate(&self, push: &Push) -> Result<(), PushError> {
         if push.user_id.is_empty() {
             return Err(PushError::EmptyUser);
         }
@@ -367,9 +373,7 @@ impl Hub {
             return Err(PushError::ShuttingDown);
         }
         let published = self.number_and_fan_out(push)?;
-        if self.budget.is_over() {
-            self.evict_oldest_history();
-        }
+        self.enforce_budget();
         Ok(published)
     }
 
@@ -394,16 +398,28 @@ impl Hub {
         let event = interned(&entry.subscribers, &push.event).unwrap_or_else(|| Arc::from(push.event));
         let delivery = Arc::new(Delivery::accepted_at(now, event, Some(seq), push.payload, replay_until));
         let delivered = self.fan_out(&entry.subscribers, &delivery);
+        self.keep(entry, delivery, now);
+        if let Some(key) = push.idempotency_key {
+            entry.keys.insert(key, seq, now);
+        }
+        Ok(Published { delivered, seq, duplicate: false })
+    }
+
+    /// Keeps `delivery` in the user's history, within the gateway-wide budget.
+    fn keep(&self, entry: &mut UserEntry, delivery: Arc<Delivery>, now: Instant) {
         let before = entry.history.footprint();
         if self.config.history_size > 0 {
             self.budget.kept(&entry.user, Arc::downgrade(&delivery));
         }
         entry.history.remember(delivery, self.config.history_size, now);
         self.budget.adjust(before, entry.history.footprint());
-        if let Some(key) = push.idempotency_key {
-            entry.keys.insert(key, seq, now);
+    }
+
+    /// Evicts what is over the history budget; call with no shard locked.
+    fn enforce_budget(&self) {
+        if self.budget.is_over() {
+            self.evict_oldest_history();
         }
-        Ok(Published { delivered, seq, duplicate: false })
     }
 
     /// Evicts the oldest deliveries of any user's history until all
