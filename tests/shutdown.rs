@@ -4,15 +4,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::clock::still;
 use common::process::GatewayProcess;
 use common::text_push;
 use common::ws::{closed, next_text, send_text, until_close};
-use pushgate::proto::OnlineRequest;
-use pushgate::proto::push_service_client::PushServiceClient;
 
 fn spawn_gateway(drain: &str) -> GatewayProcess {
     GatewayProcess::spawn(&["--drain-timeout", drain])
@@ -23,13 +20,9 @@ async fn sigterm_drains_and_exits_zero() {
     let mut gw = spawn_gateway("3s");
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.public)).await.expect("ws connect");
     send_text(&mut ws, r#"{"token":"u1","event":"e"}"#).await;
-    let mut grpc = PushServiceClient::connect(format!("http://{}", gw.internal)).await.expect("grpc");
+    let mut grpc = gw.grpc().await;
     let online = async {
-        loop {
-            let reply = grpc.online(OnlineRequest { user_ids: vec!["u1".into()] }).await.expect("online");
-            if reply.into_inner().connections.get("u1") == Some(&1) {
-                break;
-            }
+        while gw.online(&mut grpc, "u1").await != 1 {
             tokio::task::yield_now().await;
         }
     };
@@ -37,8 +30,7 @@ async fn sigterm_drains_and_exits_zero() {
     assert_eq!(grpc.push(text_push("u1", "e", "before the signal")).await.expect("push").into_inner().delivered, 1);
 
     let signalled = Instant::now();
-    let status = Command::new("kill").args(["-TERM", &gw.child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
+    gw.sigterm();
 
     assert_eq!(next_text(&mut ws).await, "before the signal");
     let (data, (code, reason)) = until_close(&mut ws).await;
@@ -46,13 +38,7 @@ async fn sigterm_drains_and_exits_zero() {
     assert_eq!(code, 1001, "1001 going away");
     assert!(reason.contains("reconnect_after_ms="), "reason: {reason}");
 
-    let exit = loop {
-        if let Some(status) = gw.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(signalled.elapsed() < Duration::from_secs(3) + common::WAIT, "did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling a child's exit: no event to wait on
-    };
+    let exit = gw.exited(Duration::from_secs(3) + common::WAIT).await.expect("exited");
     assert!(exit.success(), "exit status {exit}");
     assert!(signalled.elapsed() < Duration::from_secs(3) + Duration::from_secs(2), "exit within the drain timeout");
 }

@@ -15,8 +15,6 @@
 //! open files or memory run the real binary as a child process, so its
 //! sockets are its own.
 
-#[path = "stress/child.rs"]
-mod child;
 #[path = "stress/clients.rs"]
 mod clients;
 mod common;
@@ -27,9 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use child::{Gateway, Proc, Reading};
 use clients::{Leave, Pace, PushStream, eventually, leave, open, register, text_push};
 use common::WAIT;
+use common::process::{GatewayProcess as Gateway, Proc, Reading};
 use futures_util::StreamExt as _;
 use pushgate::proto::push_service_client::PushServiceClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -91,7 +89,7 @@ fn budget() -> Budget {
 /// process, which the gateway child shares) has no room for them; says so.
 /// `scripts/test` raises the limit to the hard limit, where they fit.
 fn fit(wanted: usize, what: &str) -> usize {
-    let room = child::open_file_limit().saturating_sub(256);
+    let room = common::process::open_file_limit().saturating_sub(256);
     if wanted <= room {
         return wanted;
     }
@@ -939,7 +937,7 @@ fn term_id(text: &str) -> (u64, u64) {
 /// One producer: pushes until its first refusal (then ends its stream, as a
 /// producer told the gateway is going away would) or until the stream
 /// breaks. Returns how many it sent and every answer, in order.
-async fn term_producer(client: child::PushClient, p: u64, users: u64, answered: Arc<AtomicU64>) -> (u64, Vec<Answer>) {
+async fn term_producer(client: common::PushClient, p: u64, users: u64, answered: Arc<AtomicU64>) -> (u64, Vec<Answer>) {
     let PushStream { tx, mut replies, .. } = PushStream::open(client, 64).await;
     let refused = Arc::new(AtomicBool::new(false));
     let reading = {

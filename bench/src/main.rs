@@ -89,6 +89,16 @@ pub struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
+    /// Send the pushes to this internal address (another node of the
+    /// gateway's cluster) instead of the measured gateway's; `Stats` still
+    /// comes from the measured gateway.
+    #[arg(long)]
+    pub push_to: Option<SocketAddr>,
+    /// Another process of the cluster (a node, redis-server) whose CPU time
+    /// counts with the gateway's (repeatable): per-delivery CPU is then the
+    /// cluster's.
+    #[arg(long = "cluster-pid")]
+    pub cluster_pids: Vec<u32>,
 }
 
 /// Where the gateway is.

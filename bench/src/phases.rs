@@ -46,6 +46,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         }
         Where::Attach { public, internal, pid } => Target::attach(public, internal, pid).await?,
     };
+    target.count_with(&args.cluster_pids);
     let result = match drive(args, &mut target).await {
         Ok(report) => Ok(report),
         Err(e) => match gone(&mut target).await {
@@ -72,6 +73,12 @@ async fn gone(target: &mut Target) -> Option<anyhow::Error> {
 async fn drive(args: &Args, target: &mut Target) -> anyhow::Result<Report> {
     let shared = Shared::new();
     let mut report = Report::new(args, target);
+    if let Some(node) = args.push_to {
+        report.notes.push(format!("pushes sent to another node of the cluster at {node}"));
+    }
+    if !args.cluster_pids.is_empty() {
+        report.notes.push(format!("gateway CPU counts the cluster: pids {:?} with the gateway's", args.cluster_pids));
+    }
     let before = target.sample()?;
     let me_before = target.sample_self()?;
     eprintln!("opening {} {:?} connections to {} ...", args.connections, args.mode, target.public);
@@ -84,8 +91,15 @@ async fn drive(args: &Args, target: &mut Target) -> anyhow::Result<Report> {
         bench_cpu_us: me_opened.cpu_us.saturating_sub(me_before.cpu_us),
     });
     let producer = Arc::new(
-        Producer::connect(target.internal, args.streams, args.connections, args.message_bytes, Arc::clone(&shared))
-            .await?,
+        Producer::connect(
+            args.push_to.unwrap_or(target.internal),
+            target.internal,
+            args.streams,
+            args.connections,
+            args.message_bytes,
+            Arc::clone(&shared),
+        )
+        .await?,
     );
     if let Some(note) = wait_registered(&producer, args.connections).await? {
         report.notes.push(note);

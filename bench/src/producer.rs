@@ -67,15 +67,19 @@ impl Tally {
 /// gateway's threads share the ingest work.
 pub struct Producer {
     channels: Vec<Channel>,
+    /// To the measured gateway, for `Stats` (the pushes may go to another node).
+    observer: Channel,
     users: Arc<[String]>,
     padding: Arc<str>,
     shared: Arc<Shared>,
 }
 
 impl Producer {
-    /// Connects `streams` channels to the gateway's internal address.
+    /// Connects `streams` channels to `internal` for the pushes, and one to
+    /// `observed` (the measured gateway) for `Stats`.
     pub async fn connect(
         internal: SocketAddr,
+        observed: SocketAddr,
         streams: usize,
         users: usize,
         message_bytes: usize,
@@ -90,9 +94,15 @@ impl Producer {
         for _ in 0..streams.max(1) {
             channels.push(endpoint.connect().await.with_context(|| format!("gRPC connect to {internal}"))?);
         }
+        let observer = if observed == internal {
+            channels[0].clone()
+        } else {
+            let endpoint = Endpoint::from_shared(format!("http://{observed}"))?.connect_timeout(Duration::from_secs(5));
+            endpoint.connect().await.with_context(|| format!("gRPC connect to {observed}"))?
+        };
         let padding = "x".repeat(message_bytes.saturating_sub(STAMP_DIGITS)).into();
         let users = (0..users).map(|i| format!("u{i}")).collect();
-        Ok(Self { channels, users, padding, shared })
+        Ok(Self { channels, observer, users, padding, shared })
     }
 
     /// The counters and clock the fleet reports into.
@@ -102,7 +112,7 @@ impl Producer {
 
     /// The gateway's counters (`Stats`), or why not.
     pub async fn stats(&self) -> anyhow::Result<StatsReply> {
-        let mut client = PushServiceClient::new(self.channels[0].clone());
+        let mut client = PushServiceClient::new(self.observer.clone());
         let reply = client.stats(StatsRequest {}).await.map_err(|s| anyhow!("Stats: {}: {}", s.code(), s.message()))?;
         Ok(reply.into_inner())
     }

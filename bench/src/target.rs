@@ -19,6 +19,8 @@ pub struct Target {
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub pid: u32,
+    /// Other processes of the cluster whose CPU counts with the gateway's.
+    cluster: Vec<u32>,
     /// Set when this program started the gateway; killed on drop.
     child: Option<Child>,
     log: Option<PathBuf>,
@@ -69,6 +71,7 @@ impl Target {
             public,
             internal,
             pid,
+            cluster: Vec::new(),
             child: Some(child),
             log: Some(log),
             keep_log: Cell::new(false),
@@ -84,6 +87,7 @@ impl Target {
             public,
             internal,
             pid,
+            cluster: Vec::new(),
             child: None,
             log: None,
             keep_log: Cell::new(false),
@@ -124,9 +128,22 @@ impl Target {
         Ok(())
     }
 
-    /// CPU time and RSS of the gateway now.
+    /// Counts the CPU time of `pids` (other nodes, redis-server) with the
+    /// gateway's from now on.
+    pub fn count_with(&mut self, pids: &[u32]) {
+        self.cluster = pids.to_vec();
+    }
+
+    /// CPU time (the gateway's plus the cluster's other processes') and RSS
+    /// (the gateway's) now.
     pub fn sample(&self) -> anyhow::Result<ProcSample> {
-        ProcSample::read(&self.pid.to_string(), self.clk_tck)
+        let mut sample = ProcSample::read(&self.pid.to_string(), self.clk_tck)?;
+        for pid in &self.cluster {
+            let other = ProcSample::read(&pid.to_string(), self.clk_tck)
+                .with_context(|| format!("reading /proc/{pid} (--cluster-pid)"))?;
+            sample.cpu_us += other.cpu_us;
+        }
+        Ok(sample)
     }
 
     /// CPU time and RSS of this load generator now.

@@ -204,7 +204,10 @@ fn refused_join(conn: &mut Session<'_>, error: &JoinError) -> Result<(), End> {
     match error {
         JoinError::UserLimit(_) => Err(End::close(CloseCode::ConnectionLimit, error.to_string())),
         JoinError::ShuttingDown => Err(CloseCode::GoingAway.into()),
-        JoinError::Unavailable(_) => Err(End::close(CloseCode::Internal, "broker unavailable")),
+        JoinError::Unavailable(reason) => {
+            tracing::warn!(%reason, "join refused: the broker is unavailable");
+            Err(End::close(CloseCode::Internal, "broker unavailable"))
+        }
         JoinError::TooManyEvents(_) => match conn.mode {
             Mode::Envelope => conn.error("too_many_events", &error.to_string()),
             Mode::Compat => Err(End::close(CloseCode::ProtocolViolation, error.to_string())),

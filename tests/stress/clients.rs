@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-use crate::child::PushClient;
+use crate::common::PushClient;
 use crate::common::WAIT;
 
 /// A WebSocket client on a plain TCP stream.
