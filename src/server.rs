@@ -98,7 +98,7 @@ pub async fn start(
     let public_addr = listeners.public.local_addr()?;
     let internal_addr = listeners.internal.local_addr()?;
     let hub = Hub::new(config.hub.clone());
-    let broker = start_broker(&config, &hub)?;
+    let broker = start_broker(&config, &hub).await?;
     hub.metrics().set_node_id(broker.node_id());
     let node = Arc::new(Node { hub: Arc::clone(&hub), broker: Arc::clone(&broker) });
     let keys = ProducerKeys::new(&config.internal.api_keys);
@@ -181,7 +181,7 @@ async fn follow_readiness(node: Arc<Node>, health: tonic_health::server::HealthR
 
 /// The broker `--broker` asks for, started (a broker whose server is away
 /// starts anyway and reports not-ready until it is back).
-fn start_broker(config: &Config, hub: &Arc<Hub>) -> io::Result<Arc<dyn Broker>> {
+async fn start_broker(config: &Config, hub: &Arc<Hub>) -> io::Result<Arc<dyn Broker>> {
     let cluster = &config.cluster;
     match &cluster.broker {
         BrokerUrl::Memory => Ok(broker::memory(hub, cluster.node_id.clone())),
@@ -189,7 +189,10 @@ fn start_broker(config: &Config, hub: &Arc<Hub>) -> io::Result<Arc<dyn Broker>> 
             Ok(redis) => Ok(redis),
             Err(error) => Err(io::Error::other(error.to_string())),
         },
-        BrokerUrl::Nats(_) => Err(io::Error::other("--broker: nats:// is not available in this build yet")),
+        BrokerUrl::Nats(url) => match broker::nats::NatsCluster::start(hub, cluster, url).await {
+            Ok(nats) => Ok(nats),
+            Err(error) => Err(io::Error::other(error.to_string())),
+        },
     }
 }
 

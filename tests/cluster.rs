@@ -7,82 +7,25 @@ mod common;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::process::GatewayProcess;
-use common::ws::{ENVELOPE, Ws, closed, next_json, send_json, try_connect};
-use common::{PushClient, WAIT, text_push};
-use pushgate::proto::{BroadcastRequest, DisconnectRequest, OnlineRequest, broadcast_request};
+use common::cluster::{next_push, node, prefix, require, tab, until_online, until_ready};
+use common::ws::{ENVELOPE, closed, next_json, send_json, try_connect};
+use common::{WAIT, text_push};
+use pushgate::proto::{BroadcastRequest, DisconnectRequest, broadcast_request};
 use serde_json::{Value, json};
 use tokio::time::timeout;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-/// A prefix no other test (or earlier run) uses.
-fn prefix() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("test-{}-{nanos:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Fails at once, with the reason, when the machine's Redis is not there.
-fn require_redis(addr: &str) {
-    let addr = addr.parse().expect("addr");
-    if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        panic!("these tests need Redis on {addr} ({e}); it is started with the machine");
-    }
-}
-
-/// A node of the cluster `prefix` on `redis`.
-fn node(redis: &str, prefix: &str, id: &str, extra: &[&str]) -> GatewayProcess {
-    let mut args = vec!["--broker", redis, "--broker-prefix", prefix, "--node-id", id];
-    args.extend_from_slice(extra);
-    GatewayProcess::spawn(&args)
-}
-
-/// An envelope-mode tab of `user` on `events`, registered (with `since` and
-/// `epoch` when given); returns it with its `registered` message.
-async fn tab(node: &GatewayProcess, user: &str, since: Option<(u64, &str)>) -> (Ws, Value) {
-    let mut ws = try_connect(&node.ws_url(), &[ENVELOPE]).await.expect("connect");
-    let mut register = json!({"token": user, "events": ["e"]});
-    if let Some((seq, epoch)) = since {
-        register["since"] = json!(seq);
-        register["epoch"] = json!(epoch);
-    }
-    send_json(&mut ws, register).await;
-    let registered = next_json(&mut ws).await;
-    assert_eq!(registered["type"], "registered", "{registered}");
-    (ws, registered)
-}
-
-/// Polls `Online` on `client` until `user` has `n` connections (the count
-/// lives in Redis: there is no event to wait on).
-async fn until_online(client: &mut PushClient, user: &str, n: u32) {
-    let polling = async {
-        loop {
-            let reply = client.online(OnlineRequest { user_ids: vec![user.into()] }).await.expect("online");
-            if reply.into_inner().connections.get(user) == Some(&n) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    timeout(WAIT, polling).await.unwrap_or_else(|_| panic!("{user} never had {n} connections"));
-}
-
-/// The next push frame's (seq, data).
-async fn next_push(ws: &mut Ws) -> (u64, String) {
-    let frame = next_json(ws).await;
-    let seq = frame["seq"].as_u64().unwrap_or_else(|| panic!("a push, got {frame}"));
-    (seq, frame["data"].as_str().expect("text data").to_owned())
-}
-
 #[tokio::test]
 async fn three_nodes_deliver_every_push_once_in_order_and_share_online_broadcast_and_disconnect() {
-    require_redis("127.0.0.1:6379");
+    require("Redis", "127.0.0.1:6379");
     let p = prefix();
     let nodes: Vec<_> = (0..3).map(|i| node(REDIS, &p, &format!("n{i}"), &[])).collect();
+    for node in &nodes {
+        until_ready(node, 200).await; // a join before the node reaches Redis is refused with 1011
+    }
     let mut tabs = Vec::new();
     for node in &nodes {
         tabs.push(tab(node, "u", None).await.0);
@@ -128,9 +71,12 @@ async fn three_nodes_deliver_every_push_once_in_order_and_share_online_broadcast
 
 #[tokio::test]
 async fn a_client_resumes_on_another_node_while_pushes_keep_coming() {
-    require_redis("127.0.0.1:6379");
+    require("Redis", "127.0.0.1:6379");
     let p = prefix();
     let (a, b, c) = (node(REDIS, &p, "a", &[]), node(REDIS, &p, "b", &[]), node(REDIS, &p, "c", &[]));
+    for node in [&a, &b, &c] {
+        until_ready(node, 200).await;
+    }
     const TOTAL: u64 = 300;
     let (mut first, registered) = tab(&a, "r", None).await;
     let epoch = registered["epoch"].as_str().expect("epoch").to_owned();
@@ -166,12 +112,15 @@ async fn a_client_resumes_on_another_node_while_pushes_keep_coming() {
 
 #[tokio::test]
 async fn a_killed_node_leaves_online_within_its_lease_and_the_user_limit_is_cluster_wide() {
-    require_redis("127.0.0.1:6379");
+    require("Redis", "127.0.0.1:6379");
     let p = prefix();
     let limit = ["--node-lease", "1s", "--max-connections-per-user", "2"];
     let a = node(REDIS, &p, "a", &limit);
     let mut k = node(REDIS, &p, "k", &limit);
     let c = node(REDIS, &p, "c", &limit);
+    for node in [&a, &k, &c] {
+        until_ready(node, 200).await;
+    }
     let mut client = a.grpc().await;
     let (_on_a, _) = tab(&a, "w", None).await;
     let (_on_k, _) = tab(&k, "w", None).await;
@@ -228,19 +177,6 @@ impl Drop for OwnRedis {
     }
 }
 
-async fn readyz(node: &GatewayProcess) -> u16 {
-    common::http::http_to(&format!("http://{}", node.internal), "GET", "/readyz", None, "").await.status
-}
-
-async fn until_ready(node: &GatewayProcess, want: u16) {
-    let polling = async {
-        while readyz(node).await != want {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    timeout(WAIT, polling).await.unwrap_or_else(|_| panic!("/readyz never answered {want}"));
-}
-
 #[tokio::test]
 async fn nodes_survive_a_redis_outage_and_recover_by_themselves() {
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -248,6 +184,7 @@ async fn nodes_survive_a_redis_outage_and_recover_by_themselves() {
     let p = prefix();
     let (a, b) = (node(&redis.url(), &p, "a", &[]), node(&redis.url(), &p, "b", &[]));
     until_ready(&a, 200).await;
+    until_ready(&b, 200).await;
     let (mut watcher, _) = tab(&b, "o", None).await;
     let mut producer = a.grpc().await;
     until_online(&mut producer, "o", 1).await;

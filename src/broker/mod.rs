@@ -5,9 +5,13 @@
 //! - [`redis`]: several nodes sharing each user's stream (seq, epoch,
 //!   history, idempotency keys), presence and control messages through Redis;
 //!   [`cluster`] puts it behind the seam.
+//! - [`nats`]: several nodes carrying pushes, broadcasts and disconnects to
+//!   each other over NATS core pub/sub, at most once; seq, history,
+//!   idempotency keys and presence stay per node.
 
 pub mod cluster;
 pub mod memory;
+pub mod nats;
 pub mod redis;
 
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod clock;
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod pki;

@@ -1,0 +1,97 @@
+//! Helpers of the several-node tests (`tests/cluster.rs` over Redis,
+//! `tests/cluster_nats.rs` over NATS): nodes as processes, tabs, and
+//! waiting on what a node reports.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use pushgate::proto::OnlineRequest;
+use serde_json::{Value, json};
+use tokio::time::timeout;
+
+use super::metrics::{Scrape, parse_metrics};
+use super::process::GatewayProcess;
+use super::ws::{ENVELOPE, Ws, next_json, send_json, try_connect};
+use super::{PushClient, WAIT};
+
+/// A prefix no other test (or earlier run) uses.
+pub fn prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("test-{}-{nanos:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Fails at once, with the reason, when `what` (the machine's Redis or
+/// NATS) does not listen on `addr`.
+pub fn require(what: &str, addr: &str) {
+    let addr = addr.parse().expect("addr");
+    if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        panic!("these tests need {what} on {addr} ({e}); it is started with the machine");
+    }
+}
+
+/// A node of the cluster `prefix` on `broker`.
+pub fn node(broker: &str, prefix: &str, id: &str, extra: &[&str]) -> GatewayProcess {
+    let mut args = vec!["--broker", broker, "--broker-prefix", prefix, "--node-id", id];
+    args.extend_from_slice(extra);
+    GatewayProcess::spawn(&args)
+}
+
+/// An envelope-mode tab of `user` on event `e`, registered (with `since` and
+/// `epoch` when given); returns it with its `registered` message.
+pub async fn tab(node: &GatewayProcess, user: &str, since: Option<(u64, &str)>) -> (Ws, Value) {
+    let mut ws = try_connect(&node.ws_url(), &[ENVELOPE]).await.expect("connect");
+    let mut register = json!({"token": user, "events": ["e"]});
+    if let Some((seq, epoch)) = since {
+        register["since"] = json!(seq);
+        register["epoch"] = json!(epoch);
+    }
+    send_json(&mut ws, register).await;
+    let registered = next_json(&mut ws).await;
+    assert_eq!(registered["type"], "registered", "{registered}");
+    (ws, registered)
+}
+
+/// Polls `Online` on `client` until `user` has `n` connections (the count
+/// may live in the broker: there is no event to wait on).
+pub async fn until_online(client: &mut PushClient, user: &str, n: u32) {
+    let polling = async {
+        loop {
+            let reply = client.online(OnlineRequest { user_ids: vec![user.into()] }).await.expect("online");
+            if reply.into_inner().connections.get(user) == Some(&n) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    timeout(WAIT, polling).await.unwrap_or_else(|_| panic!("{user} never had {n} connections"));
+}
+
+/// The next push frame's (seq, data).
+pub async fn next_push(ws: &mut Ws) -> (u64, String) {
+    let frame = next_json(ws).await;
+    let seq = frame["seq"].as_u64().unwrap_or_else(|| panic!("a push, got {frame}"));
+    (seq, frame["data"].as_str().expect("text data").to_owned())
+}
+
+/// The status of the node's `/readyz`.
+pub async fn readyz(node: &GatewayProcess) -> u16 {
+    super::http::http_to(&format!("http://{}", node.internal), "GET", "/readyz", None, "").await.status
+}
+
+/// Polls `/readyz` until it answers `want`; fails after [`WAIT`].
+pub async fn until_ready(node: &GatewayProcess, want: u16) {
+    let polling = async {
+        while readyz(node).await != want {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    timeout(WAIT, polling).await.unwrap_or_else(|_| panic!("/readyz never answered {want}"));
+}
+
+/// The node's `/metrics`, parsed.
+pub async fn scrape(node: &GatewayProcess) -> Scrape {
+    let reply = super::http::http_to(&format!("http://{}", node.internal), "GET", "/metrics", None, "").await;
+    assert_eq!(reply.status, 200);
+    parse_metrics(&reply.body)
+}
