@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::{next_push, node, prefix, require, tab, until_online, until_ready};
+use common::cluster::{next_push, node, prefix, require, tab, tab_reconnecting, until_online, until_ready};
 use common::ws::{ENVELOPE, closed, next_json, send_json, try_connect};
 use common::{WAIT, text_push};
 use pushgate::proto::{BroadcastRequest, DisconnectRequest, broadcast_request};
@@ -210,7 +210,7 @@ async fn nodes_survive_a_redis_outage_and_recover_by_themselves() {
     until_ready(&a, 200).await;
     until_ready(&b, 200).await;
     assert_eq!(closed(&mut watcher).await.0, 4004);
-    let (mut back, registered) = tab(&b, "o", Some((5, "an epoch from before"))).await;
+    let (mut back, registered) = tab_reconnecting(&b, "o", Some((5, "an epoch from before"))).await;
     let recovered = next_json(&mut back).await;
     assert_eq!((recovered["type"].as_str(), recovered["complete"].as_bool()), (Some("recovered"), Some(false)));
     assert_ne!(registered["epoch"], Value::Null);

@@ -5,9 +5,11 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use pushgate::proto::OnlineRequest;
 use serde_json::{Value, json};
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::metrics::{Scrape, parse_metrics};
 use super::process::GatewayProcess;
@@ -41,15 +43,44 @@ pub fn node(broker: &str, prefix: &str, id: &str, extra: &[&str]) -> GatewayProc
 /// `epoch` when given); returns it with its `registered` message.
 pub async fn tab(node: &GatewayProcess, user: &str, since: Option<(u64, &str)>) -> (Ws, Value) {
     let mut ws = try_connect(&node.ws_url(), &[ENVELOPE]).await.expect("connect");
+    send_json(&mut ws, register(user, since)).await;
+    let registered = next_json(&mut ws).await;
+    assert_eq!(registered["type"], "registered", "{registered}");
+    (ws, registered)
+}
+
+/// The register message of a tab of `user` on event `e`, resuming after
+/// `since` (seq, epoch) when given.
+fn register(user: &str, since: Option<(u64, &str)>) -> Value {
     let mut register = json!({"token": user, "events": ["e"]});
     if let Some((seq, epoch)) = since {
         register["since"] = json!(seq);
         register["epoch"] = json!(epoch);
     }
-    send_json(&mut ws, register).await;
-    let registered = next_json(&mut ws).await;
-    assert_eq!(registered["type"], "registered", "{registered}");
-    (ws, registered)
+    register
+}
+
+/// [`tab`], as a client that follows the close-code table: a 1011 (the
+/// broker still recovering, e.g. a call that timed out just after Redis came
+/// back) is answered by reconnecting after a short backoff, at most 5 times.
+pub async fn tab_reconnecting(node: &GatewayProcess, user: &str, since: Option<(u64, &str)>) -> (Ws, Value) {
+    for attempt in 1..=5u32 {
+        let mut ws = try_connect(&node.ws_url(), &[ENVELOPE]).await.expect("connect");
+        send_json(&mut ws, register(user, since)).await;
+        match timeout(WAIT, ws.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Text(text))) => {
+                let registered: Value = serde_json::from_str(&text).expect("json");
+                assert_eq!(registered["type"], "registered", "{registered}");
+                return (ws, registered);
+            }
+            Some(Ok(Message::Close(Some(close)))) if u16::from(close.code) == 1011 => {
+                println!("attempt {attempt}: closed 1011 ({}); reconnecting", close.reason);
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+            }
+            other => panic!("expected registered, got {other:?}"),
+        }
+    }
+    panic!("still refused with 1011 after 5 attempts");
 }
 
 /// Polls `Online` on `client` until `user` has `n` connections (the count
