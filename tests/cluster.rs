@@ -41,7 +41,9 @@ async fn three_nodes_deliver_every_push_once_in_order_and_share_online_broadcast
     // Pushes taken by alternating nodes: one stream, numbered by Redis.
     for i in 1..=30u64 {
         let reply = clients[(i % 3) as usize].push(text_push("u", "e", &format!("m{i}"))).await.expect("push");
-        assert_eq!(reply.into_inner().seq, i, "seq is cluster-wide");
+        let reply = reply.into_inner();
+        assert_eq!(reply.seq, i, "seq is cluster-wide");
+        assert_eq!((reply.nodes, reply.delivered), (3, 0), "handed to the 3 nodes holding u; counted there");
     }
     for tab in &mut tabs {
         for i in 1..=30u64 {

@@ -102,6 +102,7 @@ fn reply(published: Published, request_id: String) -> PushReply {
         request_id,
         error: None,
         duplicate: published.duplicate,
+        nodes: published.nodes,
     }
 }
 

@@ -337,7 +337,9 @@ impl RedisCluster {
             idempotency_key: push.idempotency_key,
         };
         match self.redis.publish(request).await {
-            Ok(outcome) => Ok(Published { delivered: 0, seq: outcome.seq, duplicate: outcome.duplicate }),
+            Ok(outcome) => {
+                Ok(Published { delivered: 0, seq: outcome.seq, duplicate: outcome.duplicate, nodes: outcome.nodes })
+            }
             Err(error) => {
                 self.hub.metrics().broker_errors.inc();
                 Err(unavailable(&error))

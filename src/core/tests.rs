@@ -38,7 +38,7 @@ fn publish_reaches_subscribed_members_only_in_order() {
     hub.join(&u1, 3, Arc::clone(&other), &events(&["g"]), None).expect("join");
     for i in 1..=3 {
         let p = hub.publish(text("u1", "e", &i.to_string())).expect("publish");
-        assert_eq!(p, Published { delivered: 2, seq: i, duplicate: false });
+        assert_eq!(p, Published { delivered: 2, seq: i, duplicate: false, nodes: 0 });
     }
     assert_eq!(hub.publish(text("u1", "f", "x")).expect("publish").delivered, 1);
     let (got, _) = drain(&a);
@@ -75,7 +75,7 @@ fn idempotency_key_acknowledges_without_delivering_again() {
     push.idempotency_key = Some("k".into());
     let first = hub.publish(push.clone()).expect("first");
     let again = hub.publish(push).expect("again");
-    assert_eq!(again, Published { delivered: 0, seq: first.seq, duplicate: true });
+    assert_eq!(again, Published { delivered: 0, seq: first.seq, duplicate: true, nodes: 0 });
     assert_eq!(drain(&o).0.len(), 1);
 }
 

@@ -111,6 +111,10 @@ pub struct Published {
     /// True when the push repeated an idempotency key: not delivered again,
     /// `seq` is the first push's.
     pub duplicate: bool,
+    /// Nodes the push was handed to for fan-out, when the broker counts
+    /// them (Redis: every node holding the user); 0 otherwise (the
+    /// in-process broker, whose push never leaves this node, and NATS).
+    pub nodes: u32,
 }
 
 /// The longest `user_id` a push may name, in bytes.
@@ -389,7 +393,7 @@ impl Hub {
             }
         };
         if let Some(seq) = push.idempotency_key.as_deref().and_then(|k| entry.keys.get(k)) {
-            return Ok(Published { delivered: 0, seq, duplicate: true });
+            return Ok(Published { delivered: 0, seq, duplicate: true, nodes: 0 });
         }
         entry.seq += 1;
         let seq = entry.seq;
@@ -402,7 +406,7 @@ impl Hub {
         if let Some(key) = push.idempotency_key {
             entry.keys.insert(key, seq, now);
         }
-        Ok(Published { delivered, seq, duplicate: false })
+        Ok(Published { delivered, seq, duplicate: false, nodes: 0 })
     }
 
     /// Keeps `delivery` in the user's history, within the gateway-wide budget.

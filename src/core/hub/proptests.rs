@@ -427,7 +427,7 @@ impl Model {
         // Every push is numbered: the entry (and its position) exists from here.
         let u = self.users[user].get_or_insert_with(User::default);
         if let Some(seq) = key.and_then(|k| u.keys.get(&k)) {
-            assert_eq!(got, Published { delivered: 0, seq: *seq, duplicate: true }, "a repeated key");
+            assert_eq!(got, Published { delivered: 0, seq: *seq, duplicate: true, nodes: 0 }, "a repeated key");
             return;
         }
         self.pushes_ok += 1;
@@ -452,7 +452,7 @@ impl Model {
                 delivered += u32::from(Self::offer(&self.config, conn, &item, &mut self.overflowed));
             }
         }
-        assert_eq!(got, Published { delivered, seq, duplicate: false }, "push of {user}/{event}");
+        assert_eq!(got, Published { delivered, seq, duplicate: false, nodes: 0 }, "push of {user}/{event}");
     }
 
     fn broadcast(&mut self, event: usize, users: &[usize], size: usize) {

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pushgate/v1/push.proto\x12\x0bpushgate.v1\"\x98\x01\n\x0bPushRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x11\n\x07message\x18\x03 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x04 \x01(\x0cH\x00\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x07 \x01(\x04\x42\t\n\x07payload\"y\n\tPushReply\x12\x11\n\tdelivered\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.pushgate.v1.PushError\x12\x11\n\tduplicate\x18\x05 \x01(\x08\"*\n\tPushError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"<\n\x10PushBatchRequest\x12(\n\x06pushes\x18\x01 \x03(\x0b\x32\x18.pushgate.v1.PushRequest\"9\n\x0ePushBatchReply\x12\'\n\x07replies\x18\x01 \x03(\x0b\x32\x16.pushgate.v1.PushReply\"u\n\x10\x42roadcastRequest\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x11\n\x07message\x18\x02 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12\x10\n\x08user_ids\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\t\n\x07payload\"7\n\x0e\x42roadcastReply\x12\x11\n\tdelivered\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"B\n\x11\x44isconnectRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\x05\x65vent\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_event\"!\n\x0f\x44isconnectReply\x12\x0e\n\x06\x63losed\x18\x01 \x01(\r\"!\n\rOnlineRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"\x81\x01\n\x0bOnlineReply\x12>\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32).pushgate.v1.OnlineReply.ConnectionsEntry\x1a\x32\n\x10\x43onnectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x0e\n\x0cStatsRequest\"\x8e\x01\n\nStatsReply\x12\x13\n\x0b\x63onnections\x18\x01 \x01(\x04\x12\r\n\x05users\x18\x02 \x01(\x04\x12\x15\n\rsubscriptions\x18\x03 \x01(\x04\x12\x0e\n\x06pushes\x18\x04 \x01(\x04\x12\x12\n\ndeliveries\x18\x05 \x01(\x04\x12\r\n\x05\x64rops\x18\x06 \x01(\x04\x12\x12\n\nbroadcasts\x18\x07 \x01(\x04\x32\xe6\x03\n\x0bPushService\x12\x38\n\x04Push\x12\x18.pushgate.v1.PushRequest\x1a\x16.pushgate.v1.PushReply\x12\x42\n\nPushStream\x12\x18.pushgate.v1.PushRequest\x1a\x16.pushgate.v1.PushReply(\x01\x30\x01\x12G\n\tPushBatch\x12\x1d.pushgate.v1.PushBatchRequest\x1a\x1b.pushgate.v1.PushBatchReply\x12G\n\tBroadcast\x12\x1d.pushgate.v1.BroadcastRequest\x1a\x1b.pushgate.v1.BroadcastReply\x12J\n\nDisconnect\x12\x1e.pushgate.v1.DisconnectRequest\x1a\x1c.pushgate.v1.DisconnectReply\x12>\n\x06Online\x12\x1a.pushgate.v1.OnlineRequest\x1a\x18.pushgate.v1.OnlineReply\x12;\n\x05Stats\x12\x19.pushgate.v1.StatsRequest\x1a\x17.pushgate.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pushgate/v1/push.proto\x12\x0bpushgate.v1\"\x98\x01\n\x0bPushRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x11\n\x07message\x18\x03 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x04 \x01(\x0cH\x00\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x07 \x01(\x04\x42\t\n\x07payload\"\x88\x01\n\tPushReply\x12\x11\n\tdelivered\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.pushgate.v1.PushError\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x12\r\n\x05nodes\x18\x06 \x01(\r\"*\n\tPushError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"<\n\x10PushBatchRequest\x12(\n\x06pushes\x18\x01 \x03(\x0b\x32\x18.pushgate.v1.PushRequest\"9\n\x0ePushBatchReply\x12\'\n\x07replies\x18\x01 \x03(\x0b\x32\x16.pushgate.v1.PushReply\"u\n\x10\x42roadcastRequest\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x11\n\x07message\x18\x02 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12\x10\n\x08user_ids\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\t\n\x07payload\"7\n\x0e\x42roadcastReply\x12\x11\n\tdelivered\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"B\n\x11\x44isconnectRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\x05\x65vent\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_event\"!\n\x0f\x44isconnectReply\x12\x0e\n\x06\x63losed\x18\x01 \x01(\r\"!\n\rOnlineRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"\x81\x01\n\x0bOnlineReply\x12>\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32).pushgate.v1.OnlineReply.ConnectionsEntry\x1a\x32\n\x10\x43onnectionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x0e\n\x0cStatsRequest\"\x9f\x01\n\nStatsReply\x12\x13\n\x0b\x63onnections\x18\x01 \x01(\x04\x12\r\n\x05users\x18\x02 \x01(\x04\x12\x15\n\rsubscriptions\x18\x03 \x01(\x04\x12\x0e\n\x06pushes\x18\x04 \x01(\x04\x12\x12\n\ndeliveries\x18\x05 \x01(\x04\x12\r\n\x05\x64rops\x18\x06 \x01(\x04\x12\x12\n\nbroadcasts\x18\x07 \x01(\x04\x12\x0f\n\x07node_id\x18\x08 \x01(\t2\xe6\x03\n\x0bPushService\x12\x38\n\x04Push\x12\x18.pushgate.v1.PushRequest\x1a\x16.pushgate.v1.PushReply\x12\x42\n\nPushStream\x12\x18.pushgate.v1.PushRequest\x1a\x16.pushgate.v1.PushReply(\x01\x30\x01\x12G\n\tPushBatch\x12\x1d.pushgate.v1.PushBatchRequest\x1a\x1b.pushgate.v1.PushBatchReply\x12G\n\tBroadcast\x12\x1d.pushgate.v1.BroadcastRequest\x1a\x1b.pushgate.v1.BroadcastReply\x12J\n\nDisconnect\x12\x1e.pushgate.v1.DisconnectRequest\x1a\x1c.pushgate.v1.DisconnectReply\x12>\n\x06Online\x12\x1a.pushgate.v1.OnlineRequest\x1a\x18.pushgate.v1.OnlineReply\x12;\n\x05Stats\x12\x19.pushgate.v1.StatsRequest\x1a\x17.pushgate.v1.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ONLINEREPLY_CONNECTIONSENTRY']._serialized_options = b'8\001'
   _globals['_PUSHREQUEST']._serialized_start=40
   _globals['_PUSHREQUEST']._serialized_end=192
-  _globals['_PUSHREPLY']._serialized_start=194
-  _globals['_PUSHREPLY']._serialized_end=315
-  _globals['_PUSHERROR']._serialized_start=317
-  _globals['_PUSHERROR']._serialized_end=359
-  _globals['_PUSHBATCHREQUEST']._serialized_start=361
-  _globals['_PUSHBATCHREQUEST']._serialized_end=421
-  _globals['_PUSHBATCHREPLY']._serialized_start=423
-  _globals['_PUSHBATCHREPLY']._serialized_end=480
-  _globals['_BROADCASTREQUEST']._serialized_start=482
-  _globals['_BROADCASTREQUEST']._serialized_end=599
-  _globals['_BROADCASTREPLY']._serialized_start=601
-  _globals['_BROADCASTREPLY']._serialized_end=656
-  _globals['_DISCONNECTREQUEST']._serialized_start=658
-  _globals['_DISCONNECTREQUEST']._serialized_end=724
-  _globals['_DISCONNECTREPLY']._serialized_start=726
-  _globals['_DISCONNECTREPLY']._serialized_end=759
-  _globals['_ONLINEREQUEST']._serialized_start=761
-  _globals['_ONLINEREQUEST']._serialized_end=794
-  _globals['_ONLINEREPLY']._serialized_start=797
-  _globals['_ONLINEREPLY']._serialized_end=926
-  _globals['_ONLINEREPLY_CONNECTIONSENTRY']._serialized_start=876
-  _globals['_ONLINEREPLY_CONNECTIONSENTRY']._serialized_end=926
-  _globals['_STATSREQUEST']._serialized_start=928
-  _globals['_STATSREQUEST']._serialized_end=942
-  _globals['_STATSREPLY']._serialized_start=945
-  _globals['_STATSREPLY']._serialized_end=1087
-  _globals['_PUSHSERVICE']._serialized_start=1090
-  _globals['_PUSHSERVICE']._serialized_end=1576
+  _globals['_PUSHREPLY']._serialized_start=195
+  _globals['_PUSHREPLY']._serialized_end=331
+  _globals['_PUSHERROR']._serialized_start=333
+  _globals['_PUSHERROR']._serialized_end=375
+  _globals['_PUSHBATCHREQUEST']._serialized_start=377
+  _globals['_PUSHBATCHREQUEST']._serialized_end=437
+  _globals['_PUSHBATCHREPLY']._serialized_start=439
+  _globals['_PUSHBATCHREPLY']._serialized_end=496
+  _globals['_BROADCASTREQUEST']._serialized_start=498
+  _globals['_BROADCASTREQUEST']._serialized_end=615
+  _globals['_BROADCASTREPLY']._serialized_start=617
+  _globals['_BROADCASTREPLY']._serialized_end=672
+  _globals['_DISCONNECTREQUEST']._serialized_start=674
+  _globals['_DISCONNECTREQUEST']._serialized_end=740
+  _globals['_DISCONNECTREPLY']._serialized_start=742
+  _globals['_DISCONNECTREPLY']._serialized_end=775
+  _globals['_ONLINEREQUEST']._serialized_start=777
+  _globals['_ONLINEREQUEST']._serialized_end=810
+  _globals['_ONLINEREPLY']._serialized_start=813
+  _globals['_ONLINEREPLY']._serialized_end=942
+  _globals['_ONLINEREPLY_CONNECTIONSENTRY']._serialized_start=892
+  _globals['_ONLINEREPLY_CONNECTIONSENTRY']._serialized_end=942
+  _globals['_STATSREQUEST']._serialized_start=944
+  _globals['_STATSREQUEST']._serialized_end=958
+  _globals['_STATSREPLY']._serialized_start=961
+  _globals['_STATSREPLY']._serialized_end=1120
+  _globals['_PUSHSERVICE']._serialized_start=1123
+  _globals['_PUSHSERVICE']._serialized_end=1609
 # @@protoc_insertion_point(module_scope)

@@ -25,18 +25,20 @@ class PushRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., event: _Optional[str] = ..., message: _Optional[str] = ..., data: _Optional[bytes] = ..., request_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
 
 class PushReply(_message.Message):
-    __slots__ = ("delivered", "seq", "request_id", "error", "duplicate")
+    __slots__ = ("delivered", "seq", "request_id", "error", "duplicate", "nodes")
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     delivered: int
     seq: int
     request_id: str
     error: PushError
     duplicate: bool
-    def __init__(self, delivered: _Optional[int] = ..., seq: _Optional[int] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[PushError, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    nodes: int
+    def __init__(self, delivered: _Optional[int] = ..., seq: _Optional[int] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[PushError, _Mapping]] = ..., duplicate: _Optional[bool] = ..., nodes: _Optional[int] = ...) -> None: ...
 
 class PushError(_message.Message):
     __slots__ = ("code", "message")
@@ -118,7 +120,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("connections", "users", "subscriptions", "pushes", "deliveries", "drops", "broadcasts")
+    __slots__ = ("connections", "users", "subscriptions", "pushes", "deliveries", "drops", "broadcasts", "node_id")
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +128,7 @@ class StatsReply(_message.Message):
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     DROPS_FIELD_NUMBER: _ClassVar[int]
     BROADCASTS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     connections: int
     users: int
     subscriptions: int
@@ -133,4 +136,5 @@ class StatsReply(_message.Message):
     deliveries: int
     drops: int
     broadcasts: int
-    def __init__(self, connections: _Optional[int] = ..., users: _Optional[int] = ..., subscriptions: _Optional[int] = ..., pushes: _Optional[int] = ..., deliveries: _Optional[int] = ..., drops: _Optional[int] = ..., broadcasts: _Optional[int] = ...) -> None: ...
+    node_id: str
+    def __init__(self, connections: _Optional[int] = ..., users: _Optional[int] = ..., subscriptions: _Optional[int] = ..., pushes: _Optional[int] = ..., deliveries: _Optional[int] = ..., drops: _Optional[int] = ..., broadcasts: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
