@@ -165,32 +165,6 @@ fn numbered(m: Stamped) -> Numbered {
     }
 }
 
-/// The control message in the transport's terms.
-fn to_transport(control: &Control) -> Result<transport::Control, PushError> {
-    Ok(match control {
-        Control::Broadcast { event, payload, users } => transport::Control::Broadcast {
-            event: event_name(event).map_err(PushError::BadEvent)?,
-            payload: payload.clone(),
-            user_ids: users.clone(),
-        },
-        Control::Disconnect { user, event } => transport::Control::Disconnect {
-            user: user.clone(),
-            event: event.as_deref().map(event_name).transpose().map_err(PushError::BadEvent)?,
-        },
-    })
-}
-
-fn from_transport(control: transport::Control) -> Control {
-    match control {
-        transport::Control::Broadcast { event, payload, user_ids } => {
-            Control::Broadcast { event: event.to_string(), payload, users: user_ids }
-        }
-        transport::Control::Disconnect { user, event } => {
-            Control::Disconnect { user, event: event.map(|e| e.to_string()) }
-        }
-    }
-}
-
 /// Takes what Redis sends, in order, until the cluster is dropped.
 async fn receive(cluster: Weak<RedisCluster>, mut incoming: mpsc::Receiver<Incoming>) {
     while let Some(message) = incoming.recv().await {
@@ -199,7 +173,7 @@ async fn receive(cluster: Weak<RedisCluster>, mut incoming: mpsc::Receiver<Incom
             Incoming::Push { user, message } => cluster.arrived(user, message).await,
             Incoming::Control { from, control } => {
                 if from != cluster.redis.node_id() {
-                    let _ = cluster.run(from_transport(control));
+                    let _ = cluster.run(control.into_core());
                 }
             }
             Incoming::Up => {
@@ -304,7 +278,7 @@ impl Broker for RedisCluster {
             if self.hub.is_shutting_down() {
                 return Err(PushError::ShuttingDown);
             }
-            let message = to_transport(&control)?;
+            let message = transport::Control::from_core(&control)?;
             self.redis.control(&message).await.map_err(|e| unavailable(&e))?;
             self.run(control)
         })

@@ -40,7 +40,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::redis::codec::{self, decode_control_from, encode_control_from};
 use crate::config::ClusterConfig;
 use crate::core::{
-    Broker, BrokerError, Control, Hub, JoinError, Pending, Published, Push, PushError, PushResult, UserId, event_name,
+    Broker, BrokerError, Control, Hub, JoinError, Pending, Published, Push, PushError, PushResult, UserId,
 };
 use wire::{Subjects, decode_push, encode_push};
 
@@ -223,7 +223,7 @@ impl NatsCluster {
         if self.hub.is_shutting_down() {
             return Err(PushError::ShuttingDown);
         }
-        let message = to_transport(&control)?;
+        let message = codec::Control::from_core(&control)?;
         if let Control::Broadcast { payload, .. } = &control {
             self.hub.validate_payload(payload)?;
         }
@@ -290,30 +290,6 @@ fn run(hub: &Hub, control: Control) -> Result<u32, PushError> {
     }
 }
 
-/// The control message in the wire's terms (the Redis broker's encoding).
-fn to_transport(control: &Control) -> Result<codec::Control, PushError> {
-    Ok(match control {
-        Control::Broadcast { event, payload, users } => codec::Control::Broadcast {
-            event: event_name(event).map_err(PushError::BadEvent)?,
-            payload: payload.clone(),
-            user_ids: users.clone(),
-        },
-        Control::Disconnect { user, event } => codec::Control::Disconnect {
-            user: user.clone(),
-            event: event.as_deref().map(event_name).transpose().map_err(PushError::BadEvent)?,
-        },
-    })
-}
-
-fn from_transport(control: codec::Control) -> Control {
-    match control {
-        codec::Control::Broadcast { event, payload, user_ids } => {
-            Control::Broadcast { event: event.to_string(), payload, users: user_ids }
-        }
-        codec::Control::Disconnect { user, event } => Control::Disconnect { user, event: event.map(|e| e.to_string()) },
-    }
-}
-
 /// Hands the pushes other nodes publish for `user` to this node's hub, in
 /// the order they arrive, until the subscription is dropped.
 async fn take_pushes(hub: Arc<Hub>, node_id: Arc<str>, user: UserId, mut subscriber: Subscriber) {
@@ -342,7 +318,7 @@ async fn take_control(hub: Arc<Hub>, node_id: Arc<str>, mut subscriber: Subscrib
         match decode_control_from(&message.payload) {
             Ok((from, _)) if *from == *node_id => {}
             Ok((from, control)) => {
-                if let Err(error) = run(&hub, from_transport(control)) {
+                if let Err(error) = run(&hub, control.into_core()) {
                     tracing::debug!(from, %error, "control message from another node not run");
                 }
             }

@@ -6,8 +6,8 @@
 //! what is cluster-wide: the per-user stream position (seq and epoch),
 //! history, idempotency keys, carrying a push to every node that holds its
 //! user, and presence. Every producer call goes through the broker; the
-//! in-process broker (`crate::broker::memory`) answers at once, others
-//! (`crate::broker::redis`, `crate::broker::nats`) talk to a server.
+//! in-process broker answers at once, a cluster's brokers talk to a server
+//! (the implementations are listed in docs/architecture.md).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::core::{EventName, Payload, event::EventError, validate_event};
+use crate::core::{EventName, Payload, PushError, event::EventError, event_name, validate_event};
 
 const VERSION: u8 = 1;
 const KIND_TEXT: u8 = 0;
@@ -69,6 +69,36 @@ pub enum Control {
         /// Only connections subscribed to this event; `None` for all.
         event: Option<EventName>,
     },
+}
+
+impl Control {
+    /// The core's control message in this encoding's terms (event names
+    /// checked).
+    pub fn from_core(control: &crate::core::Control) -> Result<Self, PushError> {
+        use crate::core::Control as Core;
+        Ok(match control {
+            Core::Broadcast { event, payload, users } => Control::Broadcast {
+                event: event_name(event).map_err(PushError::BadEvent)?,
+                payload: payload.clone(),
+                user_ids: users.clone(),
+            },
+            Core::Disconnect { user, event } => Control::Disconnect {
+                user: user.clone(),
+                event: event.as_deref().map(event_name).transpose().map_err(PushError::BadEvent)?,
+            },
+        })
+    }
+
+    /// The core's control message.
+    pub fn into_core(self) -> crate::core::Control {
+        use crate::core::Control as Core;
+        match self {
+            Control::Broadcast { event, payload, user_ids } => {
+                Core::Broadcast { event: event.to_string(), payload, users: user_ids }
+            }
+            Control::Disconnect { user, event } => Core::Disconnect { user, event: event.map(|e| e.to_string()) },
+        }
+    }
 }
 
 /// Why bytes from Redis are not a message of this encoding.
