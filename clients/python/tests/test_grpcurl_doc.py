@@ -27,6 +27,8 @@ from harness import REPO, WAIT, Gateway, binary
 
 DOC = REPO / "clients" / "grpcurl.md"
 KEY = "doc-test-key"
+# The node id the document's gateway runs with (`--node-id`), shown by Stats.
+NODE_ID = "node-a"
 
 # grpc.health.v1's proto (the definitions of grpc's health.proto); checked
 # below against the descriptor grpcio-health-checking ships.
@@ -127,7 +129,7 @@ def execute(step: grpcurl.Step, values: dict[str, str]) -> tuple[bool, str, str,
 
 
 def test_every_command_runs_and_prints_what_the_document_shows(protos, open_browser):
-    gw = Gateway()
+    gw = Gateway("--node-id", NODE_ID)
     try:
         with_checked = _run_doc(gw, protos, open_browser)
     finally:
@@ -171,7 +173,7 @@ def _is_push_service(argv: list[str]) -> bool:
 
 def test_with_an_api_key_only_the_commands_carrying_it_push(protos, open_browser):
     found = steps()
-    gw = Gateway("--api-key", KEY)
+    gw = Gateway("--api-key", KEY, "--node-id", NODE_ID)
     try:
         values = variables(found, ADDR=gw.internal, KEY=KEY, PROTOS=str(protos))
         from pushgate import PushClient
