@@ -9,7 +9,7 @@
 //! - the route answers 400 `{"code":"INVALID_ARGUMENT",..}` exactly for a
 //!   body that does not decode or a request the docs call invalid (empty
 //!   `user_id` or `event`, a bad event name, a payload over
-//!   `--max-message-bytes`), and 200 with the reply message otherwise,
+//!   `--max-message-bytes`, an id over its length limit), and 200 with the reply message otherwise,
 //!   echoing `request_id`; a batch answers each push, in order.
 #![no_main]
 
@@ -18,6 +18,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use pushgate::core::hub::{MAX_IDEMPOTENCY_KEY_BYTES, MAX_REQUEST_ID_BYTES, MAX_USER_ID_BYTES};
 use pushgate::core::{Hub, HubConfig, ProducerKeys};
 use pushgate::fuzzing::InternalHttp;
 use pushgate::proto::{
@@ -70,7 +71,9 @@ fuzz_target!(|data: &[u8]| {
             |q, a| {
                 assert_eq!(a.replies.len(), q.pushes.len());
                 for (push, reply) in q.pushes.iter().zip(&a.replies) {
-                    assert_eq!(reply.request_id, push.request_id);
+                    // A request id over its limit is not echoed.
+                    let echoed = if push.request_id.len() > MAX_REQUEST_ID_BYTES { "" } else { &push.request_id };
+                    assert_eq!(reply.request_id, echoed);
                     assert_eq!(reply.error.as_ref().map(|e| e.code), (!push_valid(push)).then_some(3), "{push:?}");
                 }
             },
@@ -83,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
             f,
             "online",
             body,
-            |_| Some(String::new()),
+            |q| q.user_ids.iter().all(|u| u.len() <= MAX_USER_ID_BYTES).then(String::new),
             |q, a| {
                 for user in &q.user_ids {
                     assert_eq!(a.connections.get(user), Some(&0), "{user:?}");
@@ -101,7 +104,12 @@ fn push_valid(r: &PushRequest) -> bool {
         Some(push_request::Payload::Data(d)) => d.len(),
         None => 0,
     };
-    !r.user_id.is_empty() && is_event_name(&r.event) && size <= MAX_MESSAGE
+    !r.user_id.is_empty()
+        && r.user_id.len() <= MAX_USER_ID_BYTES
+        && r.idempotency_key.len() <= MAX_IDEMPOTENCY_KEY_BYTES
+        && r.request_id.len() <= MAX_REQUEST_ID_BYTES
+        && is_event_name(&r.event)
+        && size <= MAX_MESSAGE
 }
 
 fn broadcast_valid(r: &BroadcastRequest) -> Option<String> {
@@ -110,11 +118,13 @@ fn broadcast_valid(r: &BroadcastRequest) -> Option<String> {
         Some(broadcast_request::Payload::Data(d)) => d.len(),
         None => 0,
     };
-    (is_event_name(&r.event) && size <= MAX_MESSAGE).then(|| r.request_id.clone())
+    let ids = r.request_id.len() <= MAX_REQUEST_ID_BYTES && r.user_ids.iter().all(|u| u.len() <= MAX_USER_ID_BYTES);
+    (ids && is_event_name(&r.event) && size <= MAX_MESSAGE).then(|| r.request_id.clone())
 }
 
 fn disconnect_valid(r: &DisconnectRequest) -> Option<String> {
-    (!r.user_id.is_empty() && r.event.as_deref().is_none_or(is_event_name)).then(String::new)
+    let user = !r.user_id.is_empty() && r.user_id.len() <= MAX_USER_ID_BYTES;
+    (user && r.event.as_deref().is_none_or(is_event_name)).then(String::new)
 }
 
 /// Decodes `body` as `Q` (the mirror's rule: a blank body is the empty

@@ -9,12 +9,14 @@
 //!   `message` is refused;
 //! - the route answers 200 `message sent to 0 clients` for a push the hub
 //!   takes and 400 `request data illegal` for anything else (bad body, empty
-//!   user or event, bad event name, payload over `--max-message-bytes`).
+//!   user or event, a user id over 256 bytes, bad event name, payload over
+//!   `--max-message-bytes`).
 #![no_main]
 
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
+use pushgate::core::hub::MAX_USER_ID_BYTES;
 use pushgate::core::{Hub, HubConfig, Payload, ProducerKeys};
 use pushgate::fuzzing::{InternalHttp, wserver_body};
 use pushgate_fuzz::is_event_name;
@@ -38,8 +40,10 @@ fuzz_target!(|body: &[u8]| {
         assert_eq!(got, expected, "body {:?}", String::from_utf8_lossy(body));
     }
     let (status, _, reply) = HTTP.call("POST", "/push", None, body.to_vec());
-    let takes =
-        parsed.is_some_and(|p| !p.user_id.is_empty() && is_event_name(&p.event) && p.payload.len() <= MAX_MESSAGE);
+    let takes = parsed.is_some_and(|p| {
+        let user = !p.user_id.is_empty() && p.user_id.len() <= MAX_USER_ID_BYTES;
+        user && is_event_name(&p.event) && p.payload.len() <= MAX_MESSAGE
+    });
     if takes {
         assert_eq!((status, &reply[..]), (200, &b"message sent to 0 clients"[..]));
     } else {
@@ -54,7 +58,12 @@ fuzz_target!(|body: &[u8]| {
 fn oracle(body: &[u8]) -> Option<Option<(String, String, String)>> {
     // Go replaces invalid UTF-8 in strings; the gateway refuses it in the
     // three fields and skips it elsewhere. `Value` cannot hold it: no verdict.
-    std::str::from_utf8(body).ok()?;
+    let text = std::str::from_utf8(body).ok()?;
+    // A lone surrogate escape (`\ud800`) is replaced by Go and refused by
+    // `serde_json::Value`: no verdict on a body with a `\uD...` escape.
+    if text.to_ascii_lowercase().contains("\\ud") {
+        return None;
+    }
     let first = serde_json::Deserializer::from_slice(body).into_iter::<Value>().next();
     let Some(Ok(Value::Object(map))) = first else { return Some(None) };
     let mut fields = [String::new(), String::new(), String::new()];
