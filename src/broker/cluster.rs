@@ -18,12 +18,12 @@
 //! - When Redis comes back after an outage, every held user is caught up from
 //!   Redis's history from the last seq fanned out here.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{OnceCell, mpsc};
 
+use super::holds::Holds;
 use super::redis::{self as transport, Incoming, PublishRequest, RedisBroker, RedisConfig, RedisError, Stamped};
 use crate::config::ClusterConfig;
 use crate::core::{
@@ -39,13 +39,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisCluster {
     hub: Arc<Hub>,
     redis: Arc<RedisBroker>,
-    held: Mutex<HashMap<UserId, Held>>,
+    held: Holds<Held>,
 }
 
-/// A user with connections on this node.
+/// What this broker keeps for a user with connections on this node.
 struct Held {
-    /// Connections admitted by `joining` and not yet `left`.
-    connections: usize,
     /// Set once the user's channel is subscribed and the hub caught up from
     /// Redis's history; joins wait for it.
     ready: Arc<OnceCell<()>>,
@@ -73,14 +71,9 @@ impl RedisCluster {
             call_timeout: CALL_TIMEOUT,
         };
         let (redis, incoming) = RedisBroker::start(config)?;
-        let cluster = Arc::new(Self { hub: Arc::clone(hub), redis, held: Mutex::new(HashMap::new()) });
+        let cluster = Arc::new(Self { hub: Arc::clone(hub), redis, held: Holds::default() });
         tokio::spawn(receive(Arc::downgrade(&cluster), incoming));
         Ok(cluster)
-    }
-
-    fn held(&self) -> MutexGuard<'_, HashMap<UserId, Held>> {
-        // A poisoned map is still consistent: every change is one insert or remove.
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Subscribes to the user's channel and catches the hub up from Redis's
@@ -88,8 +81,8 @@ impl RedisCluster {
     async fn follow(&self, user: &UserId) -> Result<(), RedisError> {
         self.redis.hold(user).await?;
         let page = self.redis.history(user, &Since::seq(0)).await?;
-        let mut held = self.held();
-        let Some(entry) = held.get_mut(user) else { return Ok(()) };
+        let mut held = self.held.lock();
+        let Some(entry) = held.get_mut(user).map(|hold| &mut hold.state) else { return Ok(()) };
         let early = std::mem::take(&mut entry.early);
         entry.caught_up = true;
         let mut pushes = page.messages;
@@ -125,8 +118,8 @@ impl RedisCluster {
     /// user's catch-up when it is still running.
     async fn arrived(&self, user: UserId, message: Stamped) {
         {
-            let mut held = self.held();
-            let Some(entry) = held.get_mut(&user) else { return };
+            let mut held = self.held.lock();
+            let Some(entry) = held.get_mut(&user).map(|hold| &mut hold.state) else { return };
             if !entry.caught_up {
                 entry.early.push(message);
                 return;
@@ -180,7 +173,7 @@ async fn receive(cluster: Weak<RedisCluster>, mut incoming: mpsc::Receiver<Incom
                 tracing::info!("redis broker connected");
                 cluster.hub.metrics().broker_reconnects.inc();
                 let users: Vec<UserId> =
-                    cluster.held().iter().filter(|(_, h)| h.caught_up).map(|(u, _)| Arc::clone(u)).collect();
+                    cluster.held.lock().iter().filter(|(_, h)| h.state.caught_up).map(|(u, _)| Arc::clone(u)).collect();
                 for user in users {
                     cluster.refill(&user).await;
                 }
@@ -218,17 +211,8 @@ impl Broker for RedisCluster {
                 Ok(Err(count)) => return Err(JoinError::UserLimit(count as usize)),
                 Err(error) => return Err(JoinError::Unavailable(error.to_string())),
             }
-            let ready = {
-                let mut held = self.held();
-                let entry = held.entry(Arc::clone(&user)).or_insert_with(|| Held {
-                    connections: 0,
-                    ready: Arc::new(OnceCell::new()),
-                    early: Vec::new(),
-                    caught_up: false,
-                });
-                entry.connections += 1;
-                Arc::clone(&entry.ready)
-            };
+            let new = || Held { ready: Arc::new(OnceCell::new()), early: Vec::new(), caught_up: false };
+            let ready = self.held.add(&user, new, |held| Arc::clone(&held.ready));
             match ready.get_or_try_init(|| self.follow(&user)).await {
                 Ok(()) => Ok(()),
                 Err(error) => {
@@ -240,18 +224,7 @@ impl Broker for RedisCluster {
     }
 
     fn left(&self, user: &UserId) {
-        let released = {
-            let mut held = self.held();
-            match held.get_mut(user) {
-                Some(entry) if entry.connections > 1 => {
-                    entry.connections -= 1;
-                    false
-                }
-                Some(_) => held.remove(user).is_some(),
-                None => false,
-            }
-        };
-        if released {
+        if self.held.remove(user).is_some() {
             self.redis.release(user);
         }
         let (redis, user) = (Arc::clone(&self.redis), Arc::clone(user));

@@ -10,6 +10,7 @@
 //!   idempotency keys and presence stay per node.
 
 pub mod cluster;
+mod holds;
 pub mod memory;
 pub mod nats;
 pub mod redis;

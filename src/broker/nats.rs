@@ -26,8 +26,7 @@
 
 mod wire;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -37,6 +36,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::OnceCell;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::holds::Holds;
 use super::redis::codec::{self, decode_control_from, encode_control_from};
 use crate::config::ClusterConfig;
 use crate::core::{
@@ -79,15 +79,13 @@ pub struct NatsCluster {
     client: Client,
     node_id: Arc<str>,
     subjects: Subjects,
-    held: Mutex<HashMap<UserId, Held>>,
+    held: Holds<Held>,
     /// Takes the control subject's messages; stopped when the broker is dropped.
     _control: AbortOnDropHandle<()>,
 }
 
 /// A user with connections on this node.
 struct Held {
-    /// Connections admitted by `joining` and not yet `left`.
-    connections: usize,
     /// The task reading the user's subject, set once the subscription is
     /// known to the server; joins wait for it. Dropping it unsubscribes.
     following: Arc<OnceCell<AbortOnDropHandle<()>>>,
@@ -123,14 +121,9 @@ impl NatsCluster {
             client,
             node_id,
             subjects,
-            held: Mutex::new(HashMap::new()),
+            held: Holds::default(),
             _control: AbortOnDropHandle::new(receiving),
         }))
-    }
-
-    fn held(&self) -> MutexGuard<'_, HashMap<UserId, Held>> {
-        // A poisoned map is still consistent: every change is one insert, remove or count.
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn connected(&self) -> Result<(), NatsError> {
@@ -344,14 +337,8 @@ impl Broker for NatsCluster {
                 return Err(JoinError::ShuttingDown);
             }
             self.connected().map_err(|e| JoinError::Unavailable(e.to_string()))?;
-            let following = {
-                let mut held = self.held();
-                let entry = held
-                    .entry(Arc::clone(&user))
-                    .or_insert_with(|| Held { connections: 0, following: Arc::new(OnceCell::new()) });
-                entry.connections += 1;
-                Arc::clone(&entry.following)
-            };
+            let new = || Held { following: Arc::new(OnceCell::new()) };
+            let following = self.held.add(&user, new, |held| Arc::clone(&held.following));
             match following.get_or_try_init(|| self.follow(&user)).await {
                 Ok(_) => Ok(()),
                 Err(error) => {
@@ -364,17 +351,7 @@ impl Broker for NatsCluster {
 
     /// Unsubscribes from the user's subject after its last connection here.
     fn left(&self, user: &UserId) {
-        let released = {
-            let mut held = self.held();
-            match held.get_mut(user) {
-                Some(entry) if entry.connections > 1 => {
-                    entry.connections -= 1;
-                    None
-                }
-                Some(_) => held.remove(user),
-                None => None,
-            }
-        };
+        let released = self.held.remove(user);
         drop(released); // outside the lock: stops the user's task, which unsubscribes
     }
 
