@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::core::{Payload, Push, event::EventError, validate_event};
+pub use crate::broker::redis::codec::DecodeError;
+use crate::broker::redis::codec::Reader;
+use crate::core::{Payload, Push, validate_event};
 
 const VERSION: u8 = 1;
 const KIND_TEXT: u8 = 0;
@@ -98,29 +100,6 @@ pub enum EncodeError {
     },
 }
 
-/// Why bytes from NATS are not a push of this encoding.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// Fewer bytes than a length or field says.
-    #[error("message is truncated")]
-    Truncated,
-    /// A version this node does not know.
-    #[error("unknown message version {0}")]
-    Version(u8),
-    /// A payload kind other than text or binary.
-    #[error("unknown payload kind {0}")]
-    Kind(u8),
-    /// Flags this node does not know.
-    #[error("unknown flags {0:#x}")]
-    Flags(u8),
-    /// The event name breaks the grammar.
-    #[error("event: {0}")]
-    Event(EventError),
-    /// Text, a node id or a key that is not UTF-8.
-    #[error("{0} is not UTF-8")]
-    Utf8(&'static str),
-}
-
 /// A push as another node sends it: the push (its user is the subject's,
 /// left empty here) and the node that took it.
 #[derive(Debug, Clone)]
@@ -190,49 +169,9 @@ pub fn decode_push(bytes: &[u8]) -> Result<Carried, DecodeError> {
     let event = r.str(usize::from(event_len), "event")?;
     validate_event(event).map_err(DecodeError::Event)?;
     let event = event.to_owned();
-    let payload = match kind {
-        KIND_TEXT => Payload::text(String::from_utf8(r.0.to_vec()).map_err(|_| DecodeError::Utf8("text payload"))?),
-        KIND_BINARY => Payload::Binary(Bytes::copy_from_slice(r.0)),
-        k => return Err(DecodeError::Kind(k)),
-    };
+    let payload = r.payload(kind)?;
     let push = Push { user_id: String::new(), event, payload, ttl, idempotency_key };
     Ok(Carried { origin, push })
-}
-
-/// A cursor over bytes being decoded.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn str(&mut self, n: usize, what: &'static str) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError::Utf8(what))
-    }
 }
 
 #[cfg(test)]

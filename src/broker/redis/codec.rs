@@ -101,7 +101,8 @@ impl Control {
     }
 }
 
-/// Why bytes from Redis are not a message of this encoding.
+/// Why bytes from the broker (Redis, or NATS's push encoding) are not a
+/// message of their encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Fewer bytes than a length or field says.
@@ -113,6 +114,9 @@ pub enum DecodeError {
     /// A payload kind other than text or binary.
     #[error("unknown payload kind {0}")]
     Kind(u8),
+    /// Flags this node does not know (NATS's push encoding).
+    #[error("unknown flags {0:#x}")]
+    Flags(u8),
     /// A control tag other than broadcast or disconnect.
     #[error("unknown control tag {0}")]
     Tag(u8),
@@ -288,8 +292,8 @@ pub fn decode_control(bytes: &[u8]) -> Result<Control, DecodeError> {
     }
 }
 
-/// A cursor over bytes being decoded.
-struct Reader<'a>(&'a [u8]);
+/// A cursor over bytes being decoded (also used by NATS's push encoding).
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
@@ -307,19 +311,19 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
@@ -330,7 +334,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn str(&mut self, n: usize, what: &'static str) -> Result<&'a str, DecodeError> {
+    pub(crate) fn str(&mut self, n: usize, what: &'static str) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError::Utf8(what))
     }
 
@@ -346,7 +350,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The rest of the bytes as a payload of `kind`.
-    fn payload(&mut self, kind: u8) -> Result<Payload, DecodeError> {
+    pub(crate) fn payload(&mut self, kind: u8) -> Result<Payload, DecodeError> {
         let rest = std::mem::take(&mut self.0);
         match kind {
             KIND_TEXT => {
