@@ -1,4 +1,4 @@
-//! The brokers: implementations of the core's [`Broker`](crate::core::Broker)
+//! The brokers: implementations of the core's [`crate::core::Broker`]
 //! seam, chosen with `--broker` (docs/architecture.md, "Several nodes").
 //!
 //! - [`memory`]: one node, nothing shared (the default).

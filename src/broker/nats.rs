@@ -182,7 +182,7 @@ impl NatsCluster {
             self.hub.metrics().broker_errors.inc();
             return Err(self.refused(unavailable(&error)));
         }
-        let bytes = encode_push(&self.node_id, &push).map_err(|e| self.refused(too_long(e)))?;
+        let bytes = encode_push(&self.node_id, &push).map_err(|e| self.refused(e.into()))?;
         self.fits(&push, bytes.len()).map_err(|e| self.refused(e))?;
         let subject = self.subjects.user(&push.user_id);
         let published = self.hub.publish(push)?;
@@ -221,9 +221,7 @@ impl NatsCluster {
             self.hub.validate_payload(payload)?;
         }
         self.connected().map_err(|e| unavailable(&e))?;
-        let bytes = encode_control_from(&self.node_id, &message).map_err(|e| match e {
-            codec::EncodeError::TooLong { field, size, max } => PushError::TooLong { field, size, max },
-        })?;
+        let bytes = encode_control_from(&self.node_id, &message)?;
         self.send(self.subjects.control(), Bytes::from(bytes)).await.map_err(|e| unavailable(&e))?;
         run(&self.hub, control)
     }
@@ -267,12 +265,6 @@ async fn within<T>(future: impl Future<Output = T>) -> Result<T, NatsError> {
 /// A NATS failure as the producer sees it: UNAVAILABLE, retry later.
 fn unavailable(error: &NatsError) -> PushError {
     PushError::Unavailable(format!("broker unavailable: {error}"))
-}
-
-fn too_long(error: wire::EncodeError) -> PushError {
-    match error {
-        wire::EncodeError::TooLong { field, size, max } => PushError::TooLong { field, size, max },
-    }
 }
 
 /// Runs a control message on this node; returns the connections it reached.
@@ -374,7 +366,7 @@ impl Broker for NatsCluster {
         &self.node_id
     }
 
-    /// Sends what the client still holds (bounded by [`CALL_TIMEOUT`]).
+    /// Sends what the client still holds (bounded by `CALL_TIMEOUT`).
     fn shutdown(&self) -> Pending<'_, ()> {
         Pending::waiting(async move {
             if self.connected().is_ok() {

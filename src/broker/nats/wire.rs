@@ -26,13 +26,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use crate::broker::redis::codec::DecodeError;
-use crate::broker::redis::codec::Reader;
-use crate::core::{Payload, Push, validate_event};
+pub use crate::broker::redis::codec::{DecodeError, EncodeError};
+use crate::broker::redis::codec::{Reader, len_u8, len_u16, payload_parts};
+use crate::core::{Push, validate_event};
 
 const VERSION: u8 = 1;
-const KIND_TEXT: u8 = 0;
-const KIND_BINARY: u8 = 1;
 const HAS_TTL: u8 = 1;
 const HAS_KEY: u8 = 2;
 
@@ -85,21 +83,6 @@ pub fn user_token(user: &str) -> String {
     out
 }
 
-/// Why a push cannot be encoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
-    /// A field is longer than its length prefix allows.
-    #[error("{field} is {size} bytes, more than the {max} the encoding allows")]
-    TooLong {
-        /// The field.
-        field: &'static str,
-        /// Its length in bytes.
-        size: usize,
-        /// The most the encoding allows.
-        max: usize,
-    },
-}
-
 /// A push as another node sends it: the push (its user is the subject's,
 /// left empty here) and the node that took it.
 #[derive(Debug, Clone)]
@@ -110,19 +93,12 @@ pub struct Carried {
     pub push: Push,
 }
 
-fn too_long(field: &'static str, size: usize, max: usize) -> EncodeError {
-    EncodeError::TooLong { field, size, max }
-}
-
 /// Encodes `push` (all but its user) as sent by node `origin`. Copies the
 /// payload once.
 pub fn encode_push(origin: &str, push: &Push) -> Result<Bytes, EncodeError> {
-    let (kind, payload) = match &push.payload {
-        Payload::Text(t) => (KIND_TEXT, t.bytes().as_ref()),
-        Payload::Binary(b) => (KIND_BINARY, b.as_ref()),
-    };
-    let origin_len = u8::try_from(origin.len()).map_err(|_| too_long("node_id", origin.len(), 255))?;
-    let event_len = u8::try_from(push.event.len()).map_err(|_| too_long("event", push.event.len(), 255))?;
+    let (kind, payload) = payload_parts(&push.payload);
+    let origin_len = len_u8("node_id", origin.as_bytes())?;
+    let event_len = len_u8("event", push.event.as_bytes())?;
     let key = push.idempotency_key.as_deref();
     let mut out = Vec::with_capacity(16 + origin.len() + push.event.len() + payload.len() + key.map_or(0, str::len));
     out.push(VERSION);
@@ -133,7 +109,7 @@ pub fn encode_push(origin: &str, push: &Push) -> Result<Bytes, EncodeError> {
         out.extend_from_slice(&u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).to_be_bytes());
     }
     if let Some(key) = key {
-        let len = u16::try_from(key.len()).map_err(|_| too_long("idempotency_key", key.len(), 65535))?;
+        let len = len_u16("idempotency_key", key.as_bytes())?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(key.as_bytes());
     }
@@ -177,6 +153,7 @@ pub fn decode_push(bytes: &[u8]) -> Result<Carried, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Payload;
 
     /// The inverse of `user_token`, for the tests only.
     fn untoken(token: &str) -> Vec<u8> {

@@ -146,15 +146,23 @@ pub enum EncodeError {
     },
 }
 
-fn len_u8(field: &'static str, bytes: &[u8]) -> Result<u8, EncodeError> {
+impl From<EncodeError> for PushError {
+    fn from(error: EncodeError) -> Self {
+        match error {
+            EncodeError::TooLong { field, size, max } => PushError::TooLong { field, size, max },
+        }
+    }
+}
+
+pub(crate) fn len_u8(field: &'static str, bytes: &[u8]) -> Result<u8, EncodeError> {
     u8::try_from(bytes.len()).map_err(|_| EncodeError::TooLong { field, size: bytes.len(), max: 255 })
 }
 
-fn len_u16(field: &'static str, bytes: &[u8]) -> Result<u16, EncodeError> {
+pub(crate) fn len_u16(field: &'static str, bytes: &[u8]) -> Result<u16, EncodeError> {
     u16::try_from(bytes.len()).map_err(|_| EncodeError::TooLong { field, size: bytes.len(), max: 65535 })
 }
 
-fn payload_parts(payload: &Payload) -> (u8, &[u8]) {
+pub(crate) fn payload_parts(payload: &Payload) -> (u8, &[u8]) {
     match payload {
         Payload::Text(t) => (KIND_TEXT, t.bytes()),
         Payload::Binary(b) => (KIND_BINARY, b),
