@@ -1,7 +1,7 @@
 //! The brokers: implementations of the core's [`crate::core::Broker`]
 //! seam, chosen with `--broker` (docs/architecture.md, "Several nodes").
 //!
-//! - [`memory`]: one node, nothing shared (the default).
+//! - [`memory`](mod@memory): one node, nothing shared (the default).
 //! - [`redis`]: several nodes sharing each user's stream (seq, epoch,
 //!   history, idempotency keys), presence and control messages through Redis;
 //!   [`cluster`] puts it behind the seam.
