@@ -5,11 +5,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::{next_push, node, prefix, require, tab, tab_reconnecting, until_online, until_ready};
+use common::cluster::{
+    OwnServer, free_port, next_push, node, prefix, require, tab, tab_reconnecting, until_online, until_ready,
+};
 use common::ws::{ENVELOPE, closed, next_json, send_json, try_connect};
 use common::{WAIT, text_push};
 use pushgate::proto::{BroadcastRequest, DisconnectRequest, broadcast_request};
@@ -142,49 +142,12 @@ async fn a_killed_node_leaves_online_within_its_lease_and_the_user_limit_is_clus
     assert_eq!(next_push(&mut again).await.1, "after");
 }
 
-/// A `redis-server` of the test's own on a free port, killed when dropped.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed with the machine's Redis");
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < WAIT, "redis-server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20)); // waiting for a port to open: nothing to await
-        }
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test]
 async fn nodes_survive_a_redis_outage_and_recover_by_themselves() {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut redis = OwnRedis::start(port);
+    let port = free_port();
+    let mut redis = OwnServer::redis(port);
     let p = prefix();
-    let (a, b) = (node(&redis.url(), &p, "a", &[]), node(&redis.url(), &p, "b", &[]));
+    let (a, b) = (node(&redis.url("redis"), &p, "a", &[]), node(&redis.url("redis"), &p, "b", &[]));
     until_ready(&a, 200).await;
     until_ready(&b, 200).await;
     let (mut watcher, _) = tab(&b, "o", None).await;
@@ -208,7 +171,7 @@ async fn nodes_survive_a_redis_outage_and_recover_by_themselves() {
     // Redis comes back empty (no persistence): the nodes reconnect, and the
     // user's stream starts over under a new epoch, which the tab learns by
     // a 4004 close.
-    let _redis = OwnRedis::start(port);
+    let _redis = OwnServer::redis(port);
     until_ready(&a, 200).await;
     until_ready(&b, 200).await;
     assert_eq!(closed(&mut watcher).await.0, 4004);

@@ -4,12 +4,15 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::time::Duration;
 
-use common::cluster::{next_push, node, prefix, readyz, require, scrape, tab, until_online, until_ready};
+use common::cluster::{
+    OwnServer, free_port, next_push, node, prefix, readyz, require, scrape, tab, until_online, until_ready,
+};
 use common::text_push;
 use common::ws::{closed, next_json};
 use pushgate::proto::{BroadcastRequest, DisconnectRequest, broadcast_request};
+use tokio::time::timeout;
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
@@ -101,8 +104,8 @@ async fn two_nodes_carry_pushes_broadcasts_and_disconnects_to_each_other() {
 
 #[tokio::test]
 async fn a_node_starts_without_nats_not_ready_and_refuses_pushes() {
-    // A port nobody listens on: bound, then freed.
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    // A port nobody listens on.
+    let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let lonely = node(&url, &prefix(), "lonely", &[]);
     assert_eq!(readyz(&lonely).await, 503, "not ready while NATS is unreachable");
@@ -116,4 +119,62 @@ async fn a_node_starts_without_nats_not_ready_and_refuses_pushes() {
     };
     let refused = client.broadcast(broadcast).await.expect_err("no NATS, no broadcast");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+}
+
+#[tokio::test]
+async fn nodes_survive_a_nats_outage_and_carry_pushes_again_by_themselves() {
+    let port = free_port();
+    let mut nats = OwnServer::nats(port);
+    let (url, p) = (nats.url("nats"), prefix());
+    let (a, b) = (node(&url, &p, "a", &[]), node(&url, &p, "b", &[]));
+    until_ready(&a, 200).await;
+    until_ready(&b, 200).await;
+    let (mut on_a, _) = tab(&a, "o", None).await;
+    let (mut on_b, _) = tab(&b, "o", None).await;
+    let mut producer = a.grpc().await;
+    until_online(&mut producer, "o", 1).await;
+    producer.push(text_push("o", "e", "before")).await.expect("push");
+    assert_eq!(next_push(&mut on_a).await, (1, "before".into()));
+    assert_eq!(next_push(&mut on_b).await, (1, "before".into()));
+
+    nats.stop();
+    until_ready(&a, 503).await;
+    until_ready(&b, 503).await;
+    let refused = producer.push(text_push("o", "e", "during")).await.expect_err("no NATS, no push");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let _nats = OwnServer::nats(port);
+    until_ready(&a, 200).await;
+    until_ready(&b, 200).await;
+    // b's subscription comes back with its NATS client's reconnect, which
+    // may finish a moment after a reports ready: probe until one arrives
+    // (cross-node delivery is at most once, so an early probe may be lost).
+    let mut last_a = 1;
+    for probe in 1.. {
+        let reply = producer.push(text_push("o", "e", "probe")).await.expect("push after recovery").into_inner();
+        assert_eq!(next_push(&mut on_a).await, (reply.seq, "probe".into()), "a's own tab, a's seq");
+        last_a = reply.seq;
+        if let Ok((_, data)) = timeout(Duration::from_millis(500), next_push(&mut on_b)).await {
+            assert_eq!(data, "probe");
+            break;
+        }
+        assert!(probe < 20, "b got nothing through NATS after it came back");
+    }
+    // Then live again: every push once, in order, on both nodes (b may
+    // still see a slow probe first).
+    for i in 1..=10u64 {
+        let reply = producer.push(text_push("o", "e", &format!("m{i}"))).await.expect("push").into_inner();
+        assert_eq!(reply.seq, last_a + i);
+        assert_eq!(next_push(&mut on_a).await, (last_a + i, format!("m{i}")));
+    }
+    let mut on_b_seen = Vec::new();
+    while on_b_seen.len() < 10 {
+        let (seq, data) = next_push(&mut on_b).await;
+        if data != "probe" {
+            on_b_seen.push((seq, data));
+        }
+    }
+    let first = on_b_seen[0].0;
+    let want: Vec<_> = (0..10u64).map(|i| (first + i, format!("m{}", i + 1))).collect();
+    assert_eq!(on_b_seen, want, "b numbers what it receives: once each, in order");
 }

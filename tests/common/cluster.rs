@@ -2,6 +2,7 @@
 //! `tests/cluster_nats.rs` over NATS): nodes as processes, tabs, and
 //! waiting on what a node reports.
 
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -125,4 +126,62 @@ pub async fn scrape(node: &GatewayProcess) -> Scrape {
     let reply = super::http::http_to(&format!("http://{}", node.internal), "GET", "/metrics", None, "").await;
     assert_eq!(reply.status, 200);
     parse_metrics(&reply.body)
+}
+
+/// A free port on 127.0.0.1: bound, then freed.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A `redis-server` or `nats-server` of the test's own on `port`, for the
+/// outage tests: stopped (killed) and started again on the same port.
+pub struct OwnServer {
+    child: Child,
+    port: u16,
+}
+
+impl OwnServer {
+    /// A `redis-server` that keeps nothing on disk, so a restart comes back empty.
+    pub fn redis(port: u16) -> Self {
+        let port_arg = port.to_string();
+        let args = ["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        Self::start("redis-server", &args, port)
+    }
+
+    /// A `nats-server` without JetStream.
+    pub fn nats(port: u16) -> Self {
+        Self::start("nats-server", &["-a", "127.0.0.1", "-p", &port.to_string()], port)
+    }
+
+    fn start(program: &str, args: &[&str], port: u16) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} is installed with the machine's services: {e}"));
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < WAIT, "{program} did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20)); // waiting for a port to open: nothing to await
+        }
+        Self { child, port }
+    }
+
+    /// The `--broker` URL of this server.
+    pub fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage, not a clean shutdown).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
