@@ -13,10 +13,11 @@
 //! - [`phases`]: what each phase does and measures.
 //! - [`metrics`]: the gateway's own push→write latency histogram.
 //! - [`report`]: the printed table.
-//! - [`ingest`], [`echo`], [`slow`], [`history`]: P7/P8 (and the bare tonic
-//!   server P7 compares with), P10, P11;
+//! - [`ingest`], [`echo`], [`slow`], [`history`], [`brokers`]: P7/P8 (and
+//!   the bare tonic server P7 compares with), P10, P11, the broker rows;
 //!   [`options`] their flags, [`cost`] their `/proc` readings.
 
+mod brokers;
 mod cost;
 mod echo;
 mod fleet;

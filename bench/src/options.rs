@@ -1,7 +1,7 @@
-//! The flags of the phases P7, P8, P10 and P11,
+//! The flags of the phases P7, P8, P10, P11 and of the broker rows,
 //! flattened into [`crate::Args`].
 
-/// Sizes of the phases P7, P8, P10 and P11.
+/// Sizes of the phases P7, P8, P10, P11 and the broker rows.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PhaseOptions {
     /// P7: unary `Push` calls made to each server (the gateway, then the echo server).
@@ -29,4 +29,12 @@ pub struct PhaseOptions {
     /// buffers take first.
     #[arg(long, default_value_t = 25.0)]
     pub slow_rate: f64,
+    /// After the phases, measure P1 again on a fresh single-node gateway
+    /// with `--broker memory`, and with `--broker REDIS_URL` when Redis
+    /// answers (a row each).
+    #[arg(long)]
+    pub broker_rows: bool,
+    /// The Redis of `--broker-rows`.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
 }

@@ -18,7 +18,7 @@ use crate::metrics::WriteLatency;
 use crate::producer::{Load, Producer, Tally};
 use crate::report::{Connect, IdleMemory, Measured, Report};
 use crate::target::{Spawn, Target};
-use crate::{Args, Where, history, ingest, slow};
+use crate::{Args, Where, brokers, history, ingest, slow};
 
 /// A phase selectable with `--phases`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -65,7 +65,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         },
     };
     target.stop();
-    result
+    let mut report = result?;
+    if args.more.broker_rows {
+        brokers::rows(args, &mut report).await?;
+    }
+    Ok(report)
 }
 
 /// Why the gateway is gone, if it is: a dying process closes its sockets
@@ -229,7 +233,7 @@ async fn loaded(
 
 /// Asks the gateway (`Stats`) until it counts `n` registered connections.
 /// Returns a note when `Stats` is not available.
-async fn wait_registered(producer: &Producer, n: usize) -> anyhow::Result<Option<String>> {
+pub async fn wait_registered(producer: &Producer, n: usize) -> anyhow::Result<Option<String>> {
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
         match producer.stats().await {
