@@ -31,6 +31,8 @@ mod producer;
 mod report;
 mod slow;
 mod target;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
