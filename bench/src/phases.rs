@@ -49,8 +49,8 @@ const QUIET: Duration = Duration::from_secs(2);
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut target = match args.place()? {
         Where::Spawn { server, extra } => {
-            // P10's extra clients: those of its second run open while the first's close.
-            let max_connections = args.connections + 64 + 2 * slow::extra_connections(args);
+            // Room for P10's slow consumers beside the fleet.
+            let max_connections = args.connections + 64 + slow::extra_connections(args);
             let spawn = Spawn { server: &server, max_connections, extra_args: &extra };
             Target::spawn(spawn).await?
         }

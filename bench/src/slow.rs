@@ -1,18 +1,19 @@
 //! P10: do slow consumers hurt the others? The loaded latency of P4, twice,
-//! with `--slow-percent` (1 %) of `--connections` extra connections beside
-//! the fleet, each its own user receiving `--slow-message-bytes` pushes at
-//! `--slow-rate` per second from a feeder running alongside the paced load:
+//! each time with a feeder beside the paced load that pushes
+//! `--slow-message-bytes` messages at `--slow-rate` per second to each of
+//! `--slow-percent` (1 %) of `--connections` extra users:
 //!
-//! 1. **without**: the extra connections read everything (fast consumers);
-//! 2. **with**: fresh extra connections that register, then never read their
-//!    socket again. Their send queues overflow within the phase and the
-//!    gateway should shed them (close 4000, docs/protocol.md) without
-//!    slowing anyone else.
+//! 1. **without**: those users have no connection (the gateway takes, keeps
+//!    and numbers the pushes, and delivers them to nobody);
+//! 2. **with**: each has one connection that registers, then never reads
+//!    its socket again. Its kernel buffers and then its send queue fill
+//!    within the phase, and the gateway should shed it (close 4000,
+//!    docs/protocol.md) without slowing anyone else.
 //!
-//! The traffic is the same in both runs; only the extra clients' reading
-//! differs. The fleet's push→receive p99 of the two runs, and their ratio,
-//! is the figure; how the slow connections ended, and the gateway's own
-//! count of 4000 closes, say whether the policy did its work.
+//! The pushes are the same in both runs; only the slow connections differ.
+//! The fleet's push→receive p99 of the two runs, and their ratio, is the
+//! figure; how the slow connections ended, and the gateway's own count of
+//! 4000 closes, say whether the policy did its work.
 
 use std::fmt::{self, Display, Formatter};
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use futures_util::future::join_all;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Args;
@@ -42,9 +42,9 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Run {
     pub name: String,
     pub p99_ns: u64,
-    /// What the feeder's replies said: pushes to the extra clients' users.
+    /// What the feeder's replies said: pushes to the extra users.
     pub feed: Tally,
-    /// How the extra connections ended (stalled run), e.g. `close 4000 ×100`.
+    /// How the slow connections ended, e.g. `close 4000 ×100`; empty without them.
     pub ended: String,
     /// `pushgate_disconnects_total{code="4000"}` over the run and its drain.
     pub gw_4000: Option<f64>,
@@ -75,11 +75,11 @@ pub async fn run(
         feed_bytes: args.more.slow_message_bytes,
         runs: Vec::new(),
     };
-    for (prefix, reading) in [("sa", true), ("sb", false)] {
-        let label = if reading { "reading" } else { "slow, not reading" };
-        let name = format!("P10 at {rate:.0}/s, {extra} {label}");
+    for (prefix, slow) in [("sa", false), ("sb", true)] {
+        let label = if slow { "connected, not reading" } else { "with no connection" };
+        let name = format!("P10 at {rate:.0}/s, {extra} fed users {label}");
         eprintln!("{name}: {:.0} pushes/s of {} bytes to them ...", section.feed_rate, section.feed_bytes);
-        let (row, run) = one_run(args, target, producer, &section, prefix, reading, name).await?;
+        let (row, run) = one_run(args, target, producer, &section, prefix, slow, name).await?;
         rows.push(row);
         section.runs.push(run);
     }
@@ -98,19 +98,14 @@ async fn one_run(
     producer: &Arc<Producer>,
     section: &Slow,
     prefix: &str,
-    reading: bool,
+    slow: bool,
     name: String,
 ) -> anyhow::Result<(Measured, Run)> {
     let shared = Shared::new();
     let users = Producer::users(prefix, section.extra);
-    let clients = open(target, &users, args.mode).await?;
+    // Registered, then never read until the phase is over.
+    let stalled = if slow { open(target, &users, args.mode).await? } else { Vec::new() };
     let feeder = Arc::new(producer.retarget(users, section.feed_bytes, Arc::clone(&shared)));
-    let (readers, stalled): (Vec<JoinHandle<()>>, Vec<Ws>) = if reading {
-        let mode = args.mode;
-        (clients.into_iter().map(|ws| tokio::spawn(read(ws, mode, Arc::clone(&shared)))).collect(), Vec::new())
-    } else {
-        (Vec::new(), clients)
-    };
     let secs = args.load_duration.as_secs_f64();
     let deadline = Instant::now() + (args.load_duration * 2).min(args.duration_cap);
     let paced = |pushes: f64, rate: f64| Load {
@@ -130,13 +125,8 @@ async fn one_run(
         base
     };
     let row = measure(&name, target, producer, work).await?;
-    let ended = if reading {
-        readers.iter().for_each(JoinHandle::abort);
-        String::new()
-    } else {
-        // Stalled clients: now read whatever reached them, to see how each ended.
-        stalled_ending(stalled, &shared).await
-    };
+    // Now read whatever reached the slow clients, to see how each ended.
+    let ended = if slow { stalled_ending(stalled, &shared).await } else { String::new() };
     let after = metrics::scrape(target.internal).await;
     let gw_4000 = closes_4000(before.as_deref(), after.as_deref());
     let run = Run { name, p99_ns: row.latency.p99, feed: feed_tally, ended, gw_4000 };
@@ -161,11 +151,6 @@ async fn open(target: &Target, users: &[String], mode: fleet::Mode) -> anyhow::R
             .with_context(|| format!("connection {user}"))
     });
     join_all(connects).await.into_iter().collect()
-}
-
-/// A fast extra client: reads and counts until the connection ends.
-async fn read(ws: Ws, mode: fleet::Mode, shared: Arc<Shared>) {
-    fleet::read_loop(ws, mode, &shared).await;
 }
 
 /// Reads each stalled connection to its end (at most [`DRAIN`] for all)
@@ -198,12 +183,13 @@ impl Display for Slow {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "P10 slow consumers: base load {:.0} pushes/s to the fleet; {} extra connections (own users) fed {:.0} pushes/s of {} bytes in both runs",
-            self.rate, self.extra, self.feed_rate, self.feed_bytes
+            "P10 slow consumers: base load {:.0} pushes/s to the fleet; beside it {:.0} pushes/s of {} bytes to {} other users, in both runs",
+            self.rate, self.feed_rate, self.feed_bytes, self.extra
         )?;
         for r in &self.runs {
             let gw = r.gw_4000.map_or("-".into(), |n| format!("{n:.0}"));
-            let ended = if r.ended.is_empty() { String::new() } else { format!("; the slow ones ended: {}", r.ended) };
+            let ended =
+                if r.ended.is_empty() { String::new() } else { format!("; the slow connections ended: {}", r.ended) };
             writeln!(
                 f,
                 "  {}: fleet p99 {:.0} µs; feeder pushes {} acked, queued to {}{ended}; gateway 4000 closes {gw}",
