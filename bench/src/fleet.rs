@@ -86,7 +86,7 @@ impl Shared {
         closes.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", ")
     }
 
-    fn count_close(&self, kind: String) {
+    pub fn count_close(&self, kind: String) {
         let mut closes = self.closes.lock().unwrap_or_else(|e| e.into_inner());
         *closes.entry(kind).or_default() += 1;
     }
@@ -174,11 +174,16 @@ pub async fn open(
     Ok(Opened { connections, elapsed: started.elapsed() })
 }
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// TCP connect, upgrade to `/ws`, register as `user` on [`EVENT`].
 async fn connect(addr: SocketAddr, user: &str, mode: Mode) -> anyhow::Result<Ws> {
     let tcp = TcpStream::connect(addr).await.context("TCP connect")?;
+    upgrade(tcp, addr, user, mode).await
+}
+
+/// Upgrade `tcp` (connected to `addr`) to `/ws` and register as `user` on [`EVENT`].
+pub async fn upgrade(tcp: TcpStream, addr: SocketAddr, user: &str, mode: Mode) -> anyhow::Result<Ws> {
     tcp.set_nodelay(true)?;
     let mut request = format!("ws://{addr}/ws").into_client_request()?;
     if mode == Mode::Envelope {
@@ -215,7 +220,7 @@ async fn expect_registered(ws: &mut Ws) -> anyhow::Result<()> {
 }
 
 /// Counts frames until the connection ends.
-async fn read_loop(mut ws: Ws, mode: Mode, shared: &Shared) {
+pub async fn read_loop(mut ws: Ws, mode: Mode, shared: &Shared) {
     while let Some(frame) = ws.next().await {
         match frame {
             Ok(Message::Text(t)) => shared.on_text(mode, t.as_str()),
@@ -238,7 +243,7 @@ async fn read_loop(mut ws: Ws, mode: Mode, shared: &Shared) {
 }
 
 /// A short name for a read error, for the tally.
-fn kind(e: &WsError) -> &'static str {
+pub fn kind(e: &WsError) -> &'static str {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => "closed",
         WsError::Io(_) => "io",

@@ -13,14 +13,26 @@
 //! - [`phases`]: what each phase does and measures.
 //! - [`metrics`]: the gateway's own push→write latency histogram.
 //! - [`report`]: the printed table.
+//! - [`ingest`], [`echo`], [`slow`], [`history`], [`brokers`]: P7/P8 (and
+//!   the bare tonic server P7 compares with), P10, P11, the broker rows;
+//!   [`options`] their flags, [`cost`] their `/proc` readings.
 
+mod brokers;
+mod cost;
+mod echo;
 mod fleet;
 mod histogram;
+mod history;
+mod ingest;
 mod metrics;
+mod options;
 mod phases;
 mod producer;
 mod report;
+mod slow;
 mod target;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,10 +68,11 @@ pub struct Args {
     /// Browser protocol: the `pushgate.v1` envelope, or wserver-compatible raw text.
     #[arg(long, value_enum, default_value_t = Mode::Envelope)]
     pub mode: Mode,
-    /// Phases to run, comma-separated: p6 (idle memory), p1 (fan-out
-    /// throughput), p2 (bursts), p4 (latency idle and loaded). They run in
-    /// that order whatever the order given. The connect rate (P9) is always
-    /// reported.
+    /// Phases to run, comma-separated: p6 (idle memory), p11 (history
+    /// memory), p1 (fan-out throughput), p2 (bursts), p4 (latency idle and
+    /// loaded), p7 (unary ingest against a bare tonic echo), p8 (streamed
+    /// ingest), p10 (slow consumers). They run in that order whatever the
+    /// order given. The connect rate (P9) is always reported.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "p6,p1,p2,p4")]
     pub phases: Vec<phases::Phase>,
     /// The gateway binary. [default: `pushgate` next to this executable]
@@ -99,6 +112,8 @@ pub struct Args {
     /// cluster's.
     #[arg(long = "cluster-pid")]
     pub cluster_pids: Vec<u32>,
+    #[command(flatten)]
+    pub more: options::PhaseOptions,
 }
 
 /// Where the gateway is.
@@ -154,6 +169,9 @@ fn open_file_limit() -> Option<usize> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = echo::main_if_asked() {
+        return code;
+    }
     let args = Args::parse();
     let result = args.check().and_then(|()| {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -66,6 +66,18 @@ fn bucket(line: &str) -> Option<(f64, u64)> {
     Some((le, count as u64))
 }
 
+/// One sample of the gateway's `/metrics`: the value of the line naming
+/// exactly `series` (with its labels, e.g. `pushgate_history_bytes` or
+/// `pushgate_disconnects_total{code="4000"}`), `None` when absent.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+}
+
+/// The text of `GET /metrics` on the internal port, or `None`.
+pub async fn scrape(internal: SocketAddr) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(3), get_metrics(internal)).await.ok()?
+}
+
 async fn get_metrics(addr: SocketAddr) -> Option<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
@@ -86,5 +98,14 @@ mod tests {
         assert_eq!(bucket(r#"pushgate_push_write_latency_seconds_bucket{le="0.0001"} 7"#), Some((0.0001, 7)));
         let b = at(10, 100, 100).since(&at(10, 10, 10)).expect("writes");
         assert_eq!((b.p50_us, b.p99_us), (100.0, 100.0));
+    }
+
+    #[test]
+    fn finds_one_series() {
+        let text = "# TYPE pushgate_history_bytes gauge\npushgate_history_bytes 1700\npushgate_history_bytes_x 3\n\
+                    pushgate_disconnects_total{code=\"4000\"} 12\n";
+        assert_eq!(sample(text, "pushgate_history_bytes"), Some(1700.0));
+        assert_eq!(sample(text, r#"pushgate_disconnects_total{code="4000"}"#), Some(12.0));
+        assert_eq!(sample(text, "pushgate_history_evictions_total"), None);
     }
 }

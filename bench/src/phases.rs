@@ -18,7 +18,7 @@ use crate::metrics::WriteLatency;
 use crate::producer::{Load, Producer, Tally};
 use crate::report::{Connect, IdleMemory, Measured, Report};
 use crate::target::{Spawn, Target};
-use crate::{Args, Where};
+use crate::{Args, Where, brokers, history, ingest, slow};
 
 /// A phase selectable with `--phases`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -31,6 +31,14 @@ pub enum Phase {
     P2,
     /// Latency: one push at a time, then at `--rate`.
     P4,
+    /// Unary `Push` ingest, no subscriber, against a bare tonic echo.
+    P7,
+    /// `PushStream` ingest, no subscriber.
+    P8,
+    /// Loaded latency without and with 1 % slow consumers.
+    P10,
+    /// Memory per message kept in history.
+    P11,
 }
 
 /// How long a phase waits for frames that stopped arriving.
@@ -41,7 +49,9 @@ const QUIET: Duration = Duration::from_secs(2);
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut target = match args.place()? {
         Where::Spawn { server, extra } => {
-            let spawn = Spawn { server: &server, max_connections: args.connections + 64, extra_args: &extra };
+            // Room for P10's slow consumers beside the fleet.
+            let max_connections = args.connections + 64 + slow::extra_connections(args);
+            let spawn = Spawn { server: &server, max_connections, extra_args: &extra };
             Target::spawn(spawn).await?
         }
         Where::Attach { public, internal, pid } => Target::attach(public, internal, pid).await?,
@@ -55,7 +65,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         },
     };
     target.stop();
-    result
+    let mut report = result?;
+    if args.more.broker_rows {
+        brokers::rows(args, &mut report).await?;
+    }
+    Ok(report)
 }
 
 /// Why the gateway is gone, if it is: a dying process closes its sockets
@@ -117,6 +131,9 @@ async fn drive(args: &Args, target: &mut Target) -> anyhow::Result<Report> {
     let phases = &args.phases;
     let cap = args.duration_cap;
     let mut p1_rate = None;
+    if phases.contains(&Phase::P11) {
+        report.sections.push(Box::new(history::run(args, target, &producer).await?));
+    }
     if phases.contains(&Phase::P1) {
         eprintln!("P1: {} round-robin pushes over {} streams ...", args.pushes, args.streams);
         let load =
@@ -144,10 +161,52 @@ async fn drive(args: &Args, target: &mut Target) -> anyhow::Result<Report> {
         report.rows.push(measure("P4 idle (1 at a time)", target, &producer, idle).await?);
         loaded(args, target, &producer, p1_rate, &mut report).await?;
     }
+    more_phases(args, target, &producer, p1_rate, &mut report).await?;
     report.closes = shared.closes_text();
     report.open_at_end = shared.open.load(Relaxed);
     report.other_frames = shared.other_frames.load(Relaxed);
     Ok(report)
+}
+
+/// P7, P8 and P10, in that order, when asked for.
+async fn more_phases(
+    args: &Args,
+    target: &mut Target,
+    producer: &Arc<Producer>,
+    p1_rate: Option<f64>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut ingest = ingest::Ingest { setup: ingest_setup(args), ..Default::default() };
+    if args.phases.contains(&Phase::P7) {
+        ingest::unary(args, target, &mut ingest).await?;
+    }
+    if args.phases.contains(&Phase::P8) {
+        ingest::stream(args, target, producer, &mut ingest).await?;
+    }
+    if ingest.echo.is_some() || ingest.stream.is_some() {
+        report.sections.push(Box::new(ingest));
+    }
+    if args.phases.contains(&Phase::P10) {
+        match args.rate.or(p1_rate.map(|r| r / 2.0)).filter(|r| *r >= 1.0) {
+            Some(rate) => {
+                let section = slow::run(args, target, producer, rate, &mut report.rows).await?;
+                report.sections.push(Box::new(section));
+            }
+            None => report.notes.push("P10 skipped: it needs --rate or the p1 phase".into()),
+        }
+    }
+    Ok(())
+}
+
+fn ingest_setup(args: &Args) -> String {
+    format!(
+        "users o0..o{} with no connection; P7: {} unary calls in flight over {} HTTP/2 connections; P8: {} PushStreams × window {}",
+        args.connections.saturating_sub(1),
+        args.more.unary_concurrency,
+        args.streams,
+        args.streams,
+        args.window
+    )
 }
 
 /// P4 at a steady rate: `--rate`, else half the P1 figure.
@@ -174,7 +233,7 @@ async fn loaded(
 
 /// Asks the gateway (`Stats`) until it counts `n` registered connections.
 /// Returns a note when `Stats` is not available.
-async fn wait_registered(producer: &Producer, n: usize) -> anyhow::Result<Option<String>> {
+pub async fn wait_registered(producer: &Producer, n: usize) -> anyhow::Result<Option<String>> {
     let give_up = Instant::now() + Duration::from_secs(30);
     loop {
         match producer.stats().await {
@@ -193,7 +252,7 @@ async fn wait_registered(producer: &Producer, n: usize) -> anyhow::Result<Option
 
 /// Runs `work` between two readings of the gateway's and this process's
 /// `/proc` figures and waits for its frames to arrive.
-async fn measure(
+pub async fn measure(
     name: &str,
     target: &mut Target,
     producer: &Producer,

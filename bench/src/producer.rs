@@ -105,6 +105,24 @@ impl Producer {
         Ok(Self { channels, observer, users, padding, shared })
     }
 
+    /// The same HTTP/2 connections pushing `message_bytes`-byte messages to
+    /// other users (users with no connection, or another set of clients
+    /// reporting into `shared`).
+    pub fn retarget(&self, users: Arc<[String]>, message_bytes: usize, shared: Arc<Shared>) -> Self {
+        Self {
+            channels: self.channels.clone(),
+            observer: self.observer.clone(),
+            users,
+            padding: "x".repeat(message_bytes.saturating_sub(STAMP_DIGITS)).into(),
+            shared,
+        }
+    }
+
+    /// Users `{prefix}0 .. {prefix}{n-1}`.
+    pub fn users(prefix: &str, n: usize) -> Arc<[String]> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
     /// The counters and clock the fleet reports into.
     pub fn shared(&self) -> &Shared {
         &self.shared

@@ -94,6 +94,8 @@ pub struct Report {
     pub open_at_end: u64,
     pub other_frames: u64,
     pub notes: Vec<String>,
+    /// The sections of P7/P8, P10 and P11, printed after the goals.
+    pub sections: Vec<Box<dyn Display>>,
     /// `/proc/loadavg` when the report began.
     pub loadavg: String,
 }
@@ -122,6 +124,7 @@ impl Report {
             open_at_end: 0,
             other_frames: 0,
             notes: Vec::new(),
+            sections: Vec::new(),
             loadavg: std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string(),
         }
     }
@@ -164,6 +167,9 @@ impl Display for Report {
         self.table(f)?;
         writeln!(f)?;
         self.goals(f)?;
+        for section in &self.sections {
+            write!(f, "\n{section}")?;
+        }
         let closes = if self.closes.is_empty() { "none" } else { &self.closes };
         writeln!(f, "\nconnections open at the end: {}; ended: {closes}", self.open_at_end)?;
         writeln!(f, "untimed text/binary frames (registered, errors, ...): {}", self.other_frames)?;

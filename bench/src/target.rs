@@ -206,7 +206,8 @@ pub struct ProcSample {
 }
 
 impl ProcSample {
-    fn read(pid: &str, clk_tck: u64) -> anyhow::Result<Self> {
+    /// Reads `/proc/<pid>` (`pid` may be `self`).
+    pub fn read(pid: &str, clk_tck: u64) -> anyhow::Result<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the parenthesised command name: state is field 3,
         // utime field 14, stime field 15 (1-based, proc(5)).
@@ -225,7 +226,7 @@ impl ProcSample {
 }
 
 /// `getconf CLK_TCK`, normally 100.
-fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
