@@ -31,15 +31,21 @@ pub enum Phase {
     P2,
     /// Latency: one push at a time, then at `--rate`.
     P4,
+    /// wserver's HTTP `/push` fan-out: 10 connections per user, 8 producers.
+    P3,
+    /// Push→receive at 2 000 HTTP pushes/s to users with 10 connections.
+    P4a,
+    /// One push to one user holding every connection: the makespan.
+    P5,
 }
 
 /// How long a phase waits for frames that stopped arriving.
 const QUIET: Duration = Duration::from_secs(2);
 
-/// Starts or attaches to the gateway, runs the phases, returns the report.
-/// The gateway this started is killed on return, error or not.
-pub async fn run(args: &Args) -> anyhow::Result<Report> {
-    let mut target = match args.place()? {
+/// Starts (`place`) or attaches to the gateway, runs the phases, returns
+/// the report. The gateway this started is killed on return, error or not.
+pub async fn run(args: &Args, place: Where) -> anyhow::Result<Report> {
+    let mut target = match place {
         Where::Spawn { server, extra } => {
             let spawn = Spawn { server: &server, max_connections: args.connections + 64, extra_args: &extra };
             Target::spawn(spawn).await?
@@ -193,7 +199,7 @@ async fn wait_registered(producer: &Producer, n: usize) -> anyhow::Result<Option
 
 /// Runs `work` between two readings of the gateway's and this process's
 /// `/proc` figures and waits for its frames to arrive.
-async fn measure(
+pub async fn measure(
     name: &str,
     target: &mut Target,
     producer: &Producer,

@@ -176,7 +176,7 @@ impl Display for Report {
 }
 
 impl Report {
-    fn table(&self, f: &mut Formatter<'_>) -> fmt::Result {
+    pub fn table(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "| phase | pushes acked | gateway queued | received | s | deliveries/s | gw CPU-µs/delivery | deliveries/s per gw core | bench CPU-µs/delivery | mean µs | p50 µs | p99 µs | p99.9 µs | max µs | gw push→write p50/p99 µs | gw RSS MiB | other procs' cores |"
