@@ -73,7 +73,10 @@ pub struct Outcome {
 pub async fn run(args: &Args) -> anyhow::Result<Outcome> {
     let spawning = matches!(args.place()?, Where::Spawn { .. });
     let with_floor = args.floor && spawning;
-    let gateway = phases::run(args, args.place()?).await?;
+    let mut gateway = phases::run(args, args.place()?).await?;
+    if args.floor && !spawning {
+        gateway.notes.push("the floor, P3, P4a, P5 and the plot need a gateway this program starts: skipped".into());
+    }
     let floor = if with_floor {
         let mut floor_args = args.clone();
         floor_args.rate = gateway.loaded_rate;

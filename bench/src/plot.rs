@@ -30,6 +30,8 @@ pub struct Point {
 pub struct Sweep {
     pub gateway: Vec<Point>,
     pub floor: Vec<Point>,
+    /// What was measured, under the chart's title.
+    pub caption: String,
 }
 
 /// The offered rates: fractions of pushgate's P1 figure, or pushes/s.
@@ -41,7 +43,14 @@ fn rates(args: &Args, p1: Option<f64>) -> Vec<f64> {
 /// Runs the sweep on pushgate, then on the floor.
 pub async fn sweep(args: &Args, p1: Option<f64>, with_floor: bool) -> anyhow::Result<Sweep> {
     let rates = rates(args, p1);
-    let mut out = Sweep { gateway: on(args, Server::Gateway, &rates).await?, floor: Vec::new() };
+    let caption = format!(
+        "{} connections ({:?} mode, one user each), round-robin gRPC PushStream pushes, {:?} per rate; {}",
+        args.connections,
+        args.mode,
+        args.sweep_duration,
+        crate::report::utc_now()
+    );
+    let mut out = Sweep { gateway: on(args, Server::Gateway, &rates).await?, floor: Vec::new(), caption };
     if with_floor {
         out.floor = on(args, Server::Floor, &rates).await?;
     }
@@ -103,7 +112,7 @@ const W: f64 = 760.0;
 const H: f64 = 460.0;
 const LEFT: f64 = 80.0;
 const RIGHT: f64 = 180.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 48.0;
 const BOTTOM: f64 = 60.0;
 
 /// The chart: x = offered pushes/s (linear from 0), y = latency (log10 µs,
@@ -121,11 +130,14 @@ pub fn svg(sweep: &Sweep) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
 <rect width="{W}" height="{H}" fill="white"/>
-<text x="{}" y="22" text-anchor="middle" font-size="14">push→receive latency against offered load (pushgate-bench)</text>
-"#,
-        LEFT + pw / 2.0
+<text x="{}" y="20" text-anchor="middle" font-size="14">push→receive latency against offered load (pushgate-bench)</text>
+<text x="{}" y="34" text-anchor="middle" font-size="10" fill="#555">{}</text>
+"##,
+        LEFT + pw / 2.0,
+        LEFT + pw / 2.0,
+        sweep.caption
     );
     for d in (d_lo as i32)..=(d_hi as i32) {
         let yy = y(10f64.powi(d));
@@ -193,10 +205,14 @@ pub fn svg(sweep: &Sweep) -> String {
     s
 }
 
-/// The smallest 1, 2 or 5 × 10^k at or above `v`.
+/// The smallest 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k at or above `v`.
 fn nice_ceiling(v: f64) -> f64 {
     let decade = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * decade).find(|c| *c >= v).unwrap_or(10.0 * decade)
+    [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+        .iter()
+        .map(|m| m * decade)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * decade)
 }
 
 /// `45000` → `45k`.
@@ -214,6 +230,7 @@ mod tests {
         let sweep = Sweep {
             gateway: vec![point(5_000.0, 150_000, 900_000), point(40_000.0, 900_000, 4_000_000)],
             floor: vec![point(5_000.0, 80_000, 300_000), point(40_000.0, 200_000, 1_000_000)],
+            caption: "test".into(),
         };
         let svg = svg(&sweep);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
