@@ -181,7 +181,7 @@ pub fn svg(sweep: &Sweep) -> String {
             continue;
         }
         let at = |p: &Point| (x(p.offered), y(lat(if p99 { p.p99_ns } else { p.p50_ns })));
-        let line: Vec<String> = points.iter().map(|p| at(p)).map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let line: Vec<String> = points.iter().map(at).map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
         let _ = writeln!(
             s,
             r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,

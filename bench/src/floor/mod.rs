@@ -131,9 +131,12 @@ struct User {
     seq: u64,
 }
 
+/// One shard of the user map. A std mutex: nothing awaits while it is held.
+type Shard = Mutex<HashMap<Box<str>, User>>;
+
 /// The whole state: users by id, and the counters `Stats` reports.
 pub struct Floor {
-    shards: Box<[Mutex<HashMap<Box<str>, User>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     writes: Writes,
     connections: AtomicU64,
@@ -163,7 +166,7 @@ impl Floor {
         }
     }
 
-    fn shard(&self, user: &str) -> &Mutex<HashMap<Box<str>, User>> {
+    fn shard(&self, user: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(user) as usize % SHARDS]
     }
 
