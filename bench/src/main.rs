@@ -113,7 +113,7 @@ pub struct Args {
     pub cluster_pids: Vec<u32>,
     /// Measure the floor server on the same scenarios and print the ratios
     /// (on/off; only when this program starts the gateway).
-    #[arg(long, default_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, default_value = "on", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub floor: bool,
     /// The floor's write policy (P2 compares with `coalesced`).
     #[arg(long, value_enum, default_value_t = floor::Writes::Coalesced)]
