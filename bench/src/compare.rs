@@ -161,7 +161,10 @@ impl Display for Outcome {
                 scenario_table(f, "floor", floor)?;
             }
         }
-        writeln!(f, "\nagainst the floor (same run, same machine; ratio = pushgate / floor):")?;
+        match self.floor {
+            Some(_) => writeln!(f, "\nagainst the floor (same run, same machine; ratio = pushgate / floor):")?,
+            None => writeln!(f, "\nagainst the targets (the floor was not measured):")?,
+        }
         self.versus(f)?;
         if let Some((path, sweep)) = &self.sweep {
             writeln!(f, "\nlatency against offered load ({}):", path.display())?;

@@ -1,4 +1,6 @@
-//! `pushgate-bench`: the load generator behind BENCHMARKS.md (P1, P2, P4, P6, P9).
+//! `pushgate-bench`: the load generator behind BENCHMARKS.md (P1 – P6, P4a, P9),
+//! and, as `pushgate-bench serve`, the floor server every scenario is also
+//! measured on.
 //!
 //! It starts `pushgate serve` as a child (or attaches to a running gateway),
 //! opens N WebSocket connections as users `u0..uN-1` on event `bench`, pushes
