@@ -136,6 +136,18 @@ pub async fn open(
     mode: Mode,
     shared: &Arc<Shared>,
 ) -> anyhow::Result<Opened> {
+    open_users(addr, n, n, concurrency, mode, shared).await
+}
+
+/// [`open`] with `users` users: connection `i` is user `u{i mod users}`.
+pub async fn open_users(
+    addr: SocketAddr,
+    n: usize,
+    users: usize,
+    concurrency: usize,
+    mode: Mode,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Opened> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(1024);
@@ -145,7 +157,7 @@ pub async fn open(
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
             let Ok(permit) = gate.acquire_owned().await else { return };
-            let user = format!("u{i}");
+            let user = format!("u{}", i % users.max(1));
             let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, &user, mode)).await {
                 Ok(Ok(ws)) => ws,
                 Ok(Err(e)) => return drop(ready.send(Err(format!("connection {user}: {e:#}"))).await),

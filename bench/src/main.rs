@@ -1,4 +1,6 @@
-//! `pushgate-bench`: the load generator behind BENCHMARKS.md (P1, P2, P4, P6, P9).
+//! `pushgate-bench`: the load generator behind BENCHMARKS.md (P1 – P11, P4a),
+//! and, as `pushgate-bench serve`, the floor server every scenario is also
+//! measured on.
 //!
 //! It starts `pushgate serve` as a child (or attaches to a running gateway),
 //! opens N WebSocket connections as users `u0..uN-1` on event `bench`, pushes
@@ -16,19 +18,30 @@
 //! - [`ingest`], [`echo`], [`slow`], [`history`], [`brokers`]: P7/P8 (and
 //!   the bare tonic server P7 compares with), P10, P11, the broker rows;
 //!   [`options`] their flags, [`cost`] their `/proc` readings.
+//! - [`floor`]: the floor server (`pushgate-bench serve`, a child process).
+//! - [`compare`]: each scenario on the floor and on pushgate, and the ratios.
+//! - [`scenarios`]: P3 (HTTP fan-out), P4a (low-load latency), P5 (one user's
+//!   10 000 connections).
+//! - [`http_push`]: wserver's `POST /push` producers.
+//! - [`plot`]: latency against offered load, as an SVG.
 
 mod brokers;
+mod compare;
 mod cost;
 mod echo;
 mod fleet;
+mod floor;
 mod histogram;
 mod history;
+mod http_push;
 mod ingest;
 mod metrics;
 mod options;
 mod phases;
+mod plot;
 mod producer;
 mod report;
+mod scenarios;
 mod slow;
 mod target;
 #[cfg(test)]
@@ -47,7 +60,7 @@ use crate::fleet::Mode;
 
 /// Load generator for pushgate (BENCHMARKS.md): fan-out throughput, CPU per
 /// delivery, latency, memory per idle connection, connect rate.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "pushgate-bench", version)]
 pub struct Args {
     /// WebSocket connections, one user each (u0..uN-1).
@@ -71,9 +84,11 @@ pub struct Args {
     /// Phases to run, comma-separated: p6 (idle memory), p11 (history
     /// memory), p1 (fan-out throughput), p2 (bursts), p4 (latency idle and
     /// loaded), p7 (unary ingest against a bare tonic echo), p8 (streamed
-    /// ingest), p10 (slow consumers). They run in that order whatever the
-    /// order given. The connect rate (P9) is always reported.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "p6,p1,p2,p4")]
+    /// ingest), p10 (slow consumers), then, each on its own fleet, p3 (HTTP
+    /// fan-out), p4a (low-load latency), p5 (one user, every connection).
+    /// They run in that order whatever the order given. The connect rate
+    /// (P9) is always reported.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "p6,p1,p2,p4,p3,p4a,p5")]
     pub phases: Vec<phases::Phase>,
     /// The gateway binary. [default: `pushgate` next to this executable]
     #[arg(long, conflicts_with = "attach")]
@@ -114,9 +129,31 @@ pub struct Args {
     pub cluster_pids: Vec<u32>,
     #[command(flatten)]
     pub more: options::PhaseOptions,
+    /// Measure the floor server on the same scenarios and print the ratios
+    /// (on/off; only when this program starts the gateway).
+    #[arg(long, default_value = "on", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub floor: bool,
+    /// The floor's write policy (P2 compares with `coalesced`).
+    #[arg(long, value_enum, default_value_t = floor::Writes::Coalesced)]
+    pub floor_writes: floor::Writes,
+    /// Write an SVG of push→receive p50/p99 against offered load (pushgate
+    /// and the floor, `--sweep` rates) to this path.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Offered loads of the plot's sweep, as fractions of pushgate's P1
+    /// deliveries/s (or pushes/s when above 1).
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.2,0.4,0.6,0.8")]
+    pub sweep: Vec<f64>,
+    /// How long each rate of the sweep pushes for.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub sweep_duration: Duration,
+    /// Single pushes to the one user of P5.
+    #[arg(long, default_value_t = 20)]
+    pub p5_pushes: usize,
 }
 
 /// Where the gateway is.
+#[derive(Clone)]
 pub enum Where {
     Spawn { server: PathBuf, extra: Vec<String> },
     Attach { public: SocketAddr, internal: SocketAddr, pid: u32 },
@@ -169,13 +206,16 @@ fn open_file_limit() -> Option<usize> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        return floor::main();
+    }
     if let Some(code) = echo::main_if_asked() {
         return code;
     }
     let args = Args::parse();
     let result = args.check().and_then(|()| {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        let result = runtime.block_on(phases::run(&args));
+        let result = runtime.block_on(compare::run(&args));
         // Client tasks still hold sockets; do not wait for them.
         runtime.shutdown_timeout(Duration::from_millis(200));
         result

@@ -39,15 +39,21 @@ pub enum Phase {
     P10,
     /// Memory per message kept in history.
     P11,
+    /// wserver's HTTP `/push` fan-out: 10 connections per user, 8 producers.
+    P3,
+    /// Push→receive at 2 000 HTTP pushes/s to users with 10 connections.
+    P4a,
+    /// One push to one user holding every connection: the makespan.
+    P5,
 }
 
 /// How long a phase waits for frames that stopped arriving.
 const QUIET: Duration = Duration::from_secs(2);
 
-/// Starts or attaches to the gateway, runs the phases, returns the report.
-/// The gateway this started is killed on return, error or not.
-pub async fn run(args: &Args) -> anyhow::Result<Report> {
-    let mut target = match args.place()? {
+/// Starts (`place`) or attaches to the gateway, runs the phases, returns
+/// the report. The gateway this started is killed on return, error or not.
+pub async fn run(args: &Args, place: Where) -> anyhow::Result<Report> {
+    let mut target = match place {
         Where::Spawn { server, extra } => {
             // Room for P10's slow consumers beside the fleet.
             let max_connections = args.connections + 64 + slow::extra_connections(args);

@@ -182,7 +182,7 @@ impl Display for Report {
 }
 
 impl Report {
-    fn table(&self, f: &mut Formatter<'_>) -> fmt::Result {
+    pub fn table(&self, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "| phase | pushes acked | gateway queued | received | s | deliveries/s | gw CPU-µs/delivery | deliveries/s per gw core | bench CPU-µs/delivery | mean µs | p50 µs | p99 µs | p99.9 µs | max µs | gw push→write p50/p99 µs | gw RSS MiB | other procs' cores |"
@@ -284,7 +284,7 @@ fn machine() -> String {
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
+pub fn utc_now() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's days-to-civil.
