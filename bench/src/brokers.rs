@@ -5,8 +5,7 @@
 //! of `--connections` and the gateway is killed after its row.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -54,25 +53,9 @@ async fn one_row(args: &Args, target: &mut Target, label: &str) -> anyhow::Resul
     eprintln!("broker {label}: {} connections, then P1 ...", args.connections);
     let shared = Shared::new();
     fleet::open(target.public, args.connections, args.connect_concurrency, args.mode, &shared).await?;
-    let producer = Arc::new(
-        Producer::connect(
-            target.internal,
-            target.internal,
-            args.streams,
-            args.connections,
-            args.message_bytes,
-            Arc::clone(&shared),
-        )
-        .await?,
-    );
+    let producer = Producer::for_fleet(args, target.internal, &shared).await?;
     wait_registered(&producer, args.connections).await?;
-    let load = Load {
-        pushes: args.pushes,
-        burst: 1,
-        rate: None,
-        deadline: Instant::now() + args.duration_cap,
-        window: args.window,
-    };
+    let load = Load::flat_out(args, 1);
     let name = format!("P1 fan-out, one node, broker {label}");
     // A cluster broker's reply counts no deliveries (they happen through the
     // broker after the reply): every push of P1 is one frame to one

@@ -10,7 +10,7 @@
 
 use std::fmt::{self, Display, Formatter};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::Args;
 use crate::cost::{Cost, Meter};
@@ -56,8 +56,7 @@ pub async fn run(args: &Args, target: &mut Target, producer: &Producer) -> anyho
     let users = m.div_ceil(depth).max(1) as usize;
     eprintln!("P11: {m} pushes to {users} users with no connection, {depth} each ...");
     let producer = Arc::new(producer.retarget(Producer::users("h", users), args.message_bytes, Shared::new()));
-    let load =
-        Load { pushes: m, burst: 1, rate: None, deadline: Instant::now() + args.duration_cap, window: args.window };
+    let load = Load { pushes: m, ..Load::flat_out(args, 1) };
     target.check_alive()?;
     tokio::time::sleep(SETTLE).await;
     let (rss_before, scrape_before) = (target.sample()?.rss_kib, metrics::scrape(target.internal).await);

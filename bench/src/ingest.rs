@@ -98,13 +98,7 @@ pub async fn stream(args: &Args, target: &mut Target, producer: &Producer, secti
     eprintln!("P8: {} streamed pushes to users with no connection ...", args.pushes);
     let offline = Producer::users("o", args.connections);
     let producer = Arc::new(producer.retarget(offline, args.message_bytes, Shared::new()));
-    let load = Load {
-        pushes: args.pushes,
-        burst: 1,
-        rate: None,
-        deadline: Instant::now() + args.duration_cap,
-        window: args.window,
-    };
+    let load = Load::flat_out(args, 1);
     target.check_alive()?;
     let meter = Meter::start(target, target.pid)?;
     let tally = producer.run(load).await?;

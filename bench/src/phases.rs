@@ -135,28 +135,20 @@ async fn drive(args: &Args, target: &mut Target) -> anyhow::Result<Report> {
         connections: opened.connections,
     });
     let phases = &args.phases;
-    let cap = args.duration_cap;
     let mut p1_rate = None;
     if phases.contains(&Phase::P11) {
         report.sections.push(Box::new(history::run(args, target, &producer).await?));
     }
     if phases.contains(&Phase::P1) {
         eprintln!("P1: {} round-robin pushes over {} streams ...", args.pushes, args.streams);
-        let load =
-            Load { pushes: args.pushes, burst: 1, rate: None, deadline: Instant::now() + cap, window: args.window };
+        let load = Load::flat_out(args, 1);
         let m = measure("P1 fan-out", target, &producer, producer.run(load)).await?;
         p1_rate = Some(m.deliveries_per_sec());
         report.rows.push(m);
     }
     if phases.contains(&Phase::P2) {
         eprintln!("P2: {} pushes in bursts of {} per user ...", args.pushes, args.burst);
-        let load = Load {
-            pushes: args.pushes,
-            burst: args.burst,
-            rate: None,
-            deadline: Instant::now() + cap,
-            window: args.window,
-        };
+        let load = Load::flat_out(args, args.burst);
         let name = format!("P2 bursts of {}", args.burst);
         report.rows.push(measure(&name, target, &producer, producer.run(load)).await?);
     }
@@ -193,7 +185,7 @@ async fn more_phases(
         report.sections.push(Box::new(ingest));
     }
     if args.phases.contains(&Phase::P10) {
-        match args.rate.or(p1_rate.map(|r| r / 2.0)).filter(|r| *r >= 1.0) {
+        match loaded_rate(args, p1_rate) {
             Some(rate) => {
                 let section = slow::run(args, target, producer, rate, &mut report.rows).await?;
                 report.sections.push(Box::new(section));
@@ -215,6 +207,12 @@ fn ingest_setup(args: &Args) -> String {
     )
 }
 
+/// The rate of the loaded phases (P4, P10): `--rate`, else half the P1
+/// figure; none below one push per second.
+fn loaded_rate(args: &Args, p1_rate: Option<f64>) -> Option<f64> {
+    args.rate.or(p1_rate.map(|r| r / 2.0)).filter(|r| *r >= 1.0)
+}
+
 /// P4 at a steady rate: `--rate`, else half the P1 figure.
 async fn loaded(
     args: &Args,
@@ -223,14 +221,14 @@ async fn loaded(
     p1_rate: Option<f64>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let Some(rate) = args.rate.or(p1_rate.map(|r| r / 2.0)).filter(|r| *r >= 1.0) else {
+    let Some(rate) = loaded_rate(args, p1_rate) else {
         report.notes.push("P4 loaded skipped: it needs --rate or the p1 phase".into());
         return Ok(());
     };
     let secs = args.load_duration.as_secs_f64();
     eprintln!("P4: {rate:.0} pushes/s for {secs:.1} s ...");
     let deadline = Instant::now() + (args.load_duration * 2).min(args.duration_cap);
-    let load = Load { pushes: (rate * secs) as u64, burst: 1, rate: Some(rate), deadline, window: args.window };
+    let load = Load::paced(args, rate, secs, deadline);
     let name = format!("P4 at {rate:.0}/s");
     report.loaded_rate = Some(rate);
     report.rows.push(measure(&name, target, producer, producer.run(load)).await?);

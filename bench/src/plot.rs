@@ -5,7 +5,6 @@
 
 use std::fmt::{self, Formatter, Write as _};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::Args;
@@ -59,23 +58,13 @@ pub async fn sweep(args: &Args, p1: Option<f64>, with_floor: bool) -> anyhow::Re
 
 async fn on(args: &Args, server: Server, rates: &[f64]) -> anyhow::Result<Vec<Point>> {
     let (mut target, shared, _) = fleet_on(args, server, args.connections, args.mode, &[]).await?;
-    let producer = Arc::new(
-        crate::producer::Producer::connect(
-            target.internal,
-            target.internal,
-            args.streams,
-            args.connections,
-            args.message_bytes,
-            Arc::clone(&shared),
-        )
-        .await?,
-    );
+    let producer = crate::producer::Producer::for_fleet(args, target.internal, &shared).await?;
     let mut points = Vec::with_capacity(rates.len());
     for &rate in rates {
         eprintln!("sweep ({server}): {rate:.0} pushes/s for {:?} ...", args.sweep_duration);
         let secs = args.sweep_duration.as_secs_f64();
         let deadline = Instant::now() + args.sweep_duration * 2;
-        let load = Load { pushes: (rate * secs) as u64, burst: 1, rate: Some(rate), deadline, window: args.window };
+        let load = Load::paced(args, rate, secs, deadline);
         let m = measure("sweep", &mut target, &producer, producer.run(load)).await?;
         points.push(Point {
             offered: rate,

@@ -13,6 +13,7 @@ use pushgate::proto::{PushReply, PushRequest, StatsReply, StatsRequest, push_req
 use tokio::sync::{Semaphore, mpsc};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::Args;
 use crate::fleet::{EVENT, STAMP_DIGITS, Shared};
 
 /// Pushes to make in one phase.
@@ -29,6 +30,20 @@ pub struct Load {
     pub deadline: Instant,
     /// Pushes in flight per stream (sent, reply not yet read).
     pub window: usize,
+}
+
+impl Load {
+    /// `args.pushes` as fast as `args.window` allows, `burst` to a user at a
+    /// time, for at most `args.duration_cap` from now.
+    pub fn flat_out(args: &Args, burst: u64) -> Self {
+        let deadline = Instant::now() + args.duration_cap;
+        Load { pushes: args.pushes, burst, rate: None, deadline, window: args.window }
+    }
+
+    /// `rate` pushes per second for `secs`, none started after `deadline`.
+    pub fn paced(args: &Args, rate: f64, secs: f64, deadline: Instant) -> Self {
+        Load { pushes: (rate * secs) as u64, burst: 1, rate: Some(rate), deadline, window: args.window }
+    }
 }
 
 /// What the replies said.
@@ -75,6 +90,14 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// A producer for the fleet `args` describes (`args.streams` streams,
+    /// users u0..u{N-1}), pushing to `internal` and reading `Stats` there.
+    pub async fn for_fleet(args: &Args, internal: SocketAddr, shared: &Arc<Shared>) -> anyhow::Result<Arc<Self>> {
+        let producer =
+            Self::connect(internal, internal, args.streams, args.connections, args.message_bytes, Arc::clone(shared));
+        Ok(Arc::new(producer.await?))
+    }
+
     /// Connects `streams` channels to `internal` for the pushes, and one to
     /// `observed` (the measured gateway) for `Stats`.
     pub async fn connect(
