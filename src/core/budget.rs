@@ -3,12 +3,11 @@
 //! that past the budget the oldest are evicted first whoever they belong to.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::delivery::Delivery;
 use super::hub::UserId;
 
 /// Records beyond this many plus twice the live ones make [`Budget::kept`]
@@ -43,16 +42,56 @@ pub(crate) struct Budget {
     live: AtomicUsize,
     /// Deliveries kept in some history, oldest first. A record whose delivery
     /// left its history by another way (size, TTL) stays until it reaches
-    /// the front or the list is compacted; its weak reference then tells.
-    order: Mutex<VecDeque<Kept>>,
+    /// the front or the list is compacted; its keeper then tells.
+    order: Mutex<VecDeque<Record>>,
 }
 
+/// The budget's record of one kept delivery: 16 bytes, and it holds nothing
+/// of the delivery itself.
 #[derive(Debug)]
-pub(crate) struct Kept {
-    /// The user whose history holds it.
+pub(crate) struct Record {
+    /// The history that keeps it.
+    pub(crate) keeper: Arc<Keeper>,
+    /// Its seq.
+    pub(crate) seq: u64,
+}
+
+impl Record {
+    /// False once the delivery left its history.
+    fn is_live(&self) -> bool {
+        self.seq > self.keeper.evicted_through.load(Ordering::Relaxed)
+    }
+}
+
+/// One user's history as the budget's records see it: whose it is, and how
+/// far it has evicted. A history drops its deliveries oldest first, in seq
+/// order, so a record is live exactly while its seq is above that mark.
+/// Shared by the history (one allocation per user with history) and its
+/// records.
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    /// The user whose history it is.
     pub(crate) user: UserId,
-    /// The delivery; dead once nothing holds it any more.
-    pub(crate) delivery: Weak<Delivery>,
+    /// Every delivery up to this seq has left the history; `u64::MAX` once
+    /// the history started over or is gone.
+    evicted_through: AtomicU64,
+}
+
+impl Keeper {
+    /// The keeper of `user`'s history, which has evicted nothing yet.
+    pub(crate) fn new(user: UserId) -> Arc<Self> {
+        Arc::new(Self { user, evicted_through: AtomicU64::new(0) })
+    }
+
+    /// Notes that the history no longer holds anything up to `seq`.
+    pub(crate) fn evicted(&self, seq: u64) {
+        self.evicted_through.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Notes that the history holds none of its records' deliveries any more.
+    pub(crate) fn retire(&self) {
+        self.evicted(u64::MAX);
+    }
 }
 
 impl Budget {
@@ -61,7 +100,7 @@ impl Budget {
         Self { max, held, live: AtomicUsize::new(0), order: Mutex::new(VecDeque::new()) }
     }
 
-    fn order(&self) -> MutexGuard<'_, VecDeque<Kept>> {
+    fn order(&self) -> MutexGuard<'_, VecDeque<Record>> {
         // A poisoned list is still a list: at worst a record too many.
         self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -72,13 +111,13 @@ impl Budget {
         shift(&self.live, before.count, after.count);
     }
 
-    /// Notes that `user`'s history now keeps `delivery`.
-    pub(crate) fn kept(&self, user: &UserId, delivery: Weak<Delivery>) {
+    /// Notes that the history of `keeper` now keeps the delivery `seq`.
+    pub(crate) fn kept(&self, keeper: &Arc<Keeper>, seq: u64) {
         let mut order = self.order();
         if order.len() > 2 * self.live.load(Ordering::Relaxed) + SLACK {
-            order.retain(|k| k.delivery.strong_count() > 0);
+            order.retain(Record::is_live);
         }
-        order.push_back(Kept { user: UserId::clone(user), delivery });
+        order.push_back(Record { keeper: Arc::clone(keeper), seq });
     }
 
     /// Bytes held now.
@@ -92,10 +131,10 @@ impl Budget {
     }
 
     /// The oldest record whose delivery may still be in a history, if any.
-    pub(crate) fn oldest(&self) -> Option<Kept> {
+    pub(crate) fn oldest(&self) -> Option<Record> {
         let mut order = self.order();
         while let Some(kept) = order.pop_front() {
-            if kept.delivery.strong_count() > 0 {
+            if kept.is_live() {
                 return Some(kept);
             }
         }

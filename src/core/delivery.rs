@@ -95,18 +95,20 @@ pub struct Delivery {
 impl Delivery {
     /// A delivery accepted now.
     pub fn new(event: EventName, seq: Option<u64>, payload: Payload, replay_until: Option<Instant>) -> Self {
-        Self::accepted_at(Instant::now(), event, seq, payload, replay_until)
+        Self::from_parts(Instant::now(), event, seq, unix_ms(), payload, replay_until)
     }
 
-    /// A delivery accepted at `accepted` (a clock reading the caller already has).
-    pub(crate) fn accepted_at(
+    /// A delivery accepted at `accepted` (a clock reading the caller already
+    /// has) and at `ts_ms` on the wall clock.
+    pub(crate) fn from_parts(
         accepted: Instant,
         event: EventName,
         seq: Option<u64>,
+        ts_ms: u64,
         payload: Payload,
         replay_until: Option<Instant>,
     ) -> Self {
-        Self { event, seq, ts_ms: unix_ms(), accepted, payload, replay_until, encoded: OnceLock::new() }
+        Self { event, seq, ts_ms, accepted, payload, replay_until, encoded: OnceLock::new() }
     }
 
     /// A delivery numbered elsewhere (by a broker's server, at `ts_ms`) that
@@ -124,8 +126,14 @@ impl Delivery {
     /// Bytes this delivery counts against a connection's send queue: the
     /// payload plus a fixed allowance for the envelope.
     pub fn queue_cost(&self) -> usize {
-        self.payload.len() + 64 + self.event.len()
+        queue_cost(&self.payload, &self.event)
     }
+}
+
+/// What a delivery of `payload` on `event` counts against a send queue or
+/// the history budget: the payload plus a fixed allowance for the envelope.
+pub(crate) fn queue_cost(payload: &Payload, event: &EventName) -> usize {
+    payload.len() + 64 + event.len()
 }
 
 /// Milliseconds since the Unix epoch.

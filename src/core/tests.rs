@@ -253,6 +253,14 @@ fn the_history_budget_evicts_the_oldest_deliveries_of_any_user_first() {
     assert_eq!(small.budget.held(), 0, "expired history is no longer counted");
 }
 
+#[test]
+fn a_kept_push_costs_a_small_record_beside_its_payload() {
+    // What history holds per kept push besides the payload's buffer
+    // (BENCHMARKS.md, "Memory per idle connection and per kept message").
+    assert!(std::mem::size_of::<super::history::Kept>() <= 96, "{}", std::mem::size_of::<super::history::Kept>());
+    assert!(std::mem::size_of::<super::budget::Record>() <= 16, "{}", std::mem::size_of::<super::budget::Record>());
+}
+
 fn hub_with_small_history() -> Arc<Hub> {
     hub(HubConfig { history_size: 2, history_ttl: Duration::ZERO, ..HubConfig::default() })
 }

@@ -86,9 +86,13 @@ pub enum Socket {
 /// Completes the TLS handshake when `acceptor` is set, within `timeout`.
 /// A client that fails the handshake (no certificate signed by the client CA,
 /// wrong protocol, too slow) gets an error, logged by the caller.
+///
+/// The handshake's state (over 1 KiB, rustls's connection inline) is boxed,
+/// so the task of a connection, TLS or not, does not carry its size for
+/// its whole life.
 pub async fn accept(acceptor: Option<&TlsAcceptor>, stream: TcpStream, timeout: Duration) -> io::Result<Socket> {
     let Some(acceptor) = acceptor else { return Ok(Socket::Plain(stream)) };
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
         Ok(Ok(tls)) => Ok(Socket::Tls(Box::new(tls))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),

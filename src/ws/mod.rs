@@ -186,39 +186,48 @@ async fn connection(
     let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
     async move {
         let _open = listener.admission().memory.open();
-        let handshake = listener.admission().handshakes.begin(permit);
-        let ctx = &listener.ctx;
-        let stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "TLS handshake failed");
-                return;
-            }
-        };
-        let pending = handshake::Pending::default();
-        let listener = &*listener;
-        {
-            let service = service_fn(|req| handshake::respond(listener, &pending, peer.ip(), req));
-            // Boxed so that hyper's connection state is freed at the upgrade.
-            let mut conn = Box::pin(listener.http.serve_connection(TokioIo::new(stream), service).with_upgrades());
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = listener.ctx.shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, "http connection ended");
-            }
-        }
-        drop(handshake);
-        let accepted = pending.into_inner().unwrap_or_else(|e| e.into_inner());
-        if let Some(accepted) = accepted {
-            tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");
-            session::run(&listener.ctx, accepted, id).await;
-        }
+        // Boxed, so that the state of the TLS and HTTP/1 phase (hyper's
+        // connection, the service, the shutdown watch) is freed at the
+        // upgrade instead of sizing the task of every idle session.
+        let Some(accepted) = Box::pin(upgrade(&listener, stream, peer, permit)).await else { return };
+        tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");
+        session::run(&listener.ctx, accepted, id).await;
     }
     .instrument(span)
     .await
+}
+
+/// TLS, then HTTP/1 until the connection ends or is upgraded; the accepted
+/// upgrade, if any.
+async fn upgrade<'l>(
+    listener: &'l Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Option<handshake::Accepted<'l>> {
+    let _handshake = listener.admission().handshakes.begin(permit);
+    let ctx = &listener.ctx;
+    let stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return None;
+        }
+    };
+    let pending = handshake::Pending::default();
+    {
+        let service = service_fn(|req| handshake::respond(listener, &pending, peer.ip(), req));
+        let mut conn = std::pin::pin!(listener.http.serve_connection(TokioIo::new(stream), service).with_upgrades());
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = listener.ctx.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "http connection ended");
+        }
+    }
+    pending.into_inner().unwrap_or_else(|e| e.into_inner())
 }

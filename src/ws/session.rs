@@ -43,10 +43,13 @@ use crate::net::tls::Socket;
 /// The WebSocket over the upgraded stream, TCP or TLS (hyper's wrapper removed).
 pub(super) type Ws = WebSocketStream<Socket>;
 
-/// Bytes tungstenite allocates up front for reading. Client frames are small
-/// (a register message is ~60 bytes); the 128 KiB default would alone break
-/// the goal of a few KiB per idle connection (BENCHMARKS.md, P6).
-const READ_BUFFER_BYTES: usize = 1024;
+/// Bytes tungstenite allocates up front for reading, and reads at most at a
+/// time; an idle connection keeps this buffer. Client frames are small (a
+/// register message is ~60 bytes, a ping 6); a larger one (a long token)
+/// grows the buffer to its size and takes a few reads. The 128 KiB default
+/// would alone break the goal of a few KiB per idle connection
+/// (BENCHMARKS.md, P6).
+const READ_BUFFER_BYTES: usize = 256;
 
 /// tungstenite writes its buffer to the socket once it holds more than this;
 /// each drained batch ends with one flush anyway.
@@ -373,7 +376,9 @@ pub(super) fn incoming(item: Option<Result<Message, WsError>>) -> Result<Incomin
 /// Runs the session of an accepted upgrade to its end.
 pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
     let Accepted { upgrade, mode, identity, slot } = accepted;
-    let Some(ws) = open(upgrade, ctx).await else { return };
+    // `open` and `finish` are boxed: their state exists only at the start
+    // and the end, and inline it would be part of every idle connection's task.
+    let Some(ws) = Box::pin(open(upgrade, ctx)).await else { return };
     let mut conn = Session::new(ctx, ws, mode, id);
     let end = match slot {
         // Counted while the session runs; released before the close linger.
@@ -381,7 +386,7 @@ pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
         // Over --max-connections or --max-connections-per-ip (logged where counted).
         None => CloseCode::ConnectionLimit.into(),
     };
-    finish(&mut conn, end).await;
+    Box::pin(finish(&mut conn, end)).await;
 }
 
 /// Register, then live. The register phase is boxed: its timer and

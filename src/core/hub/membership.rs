@@ -34,6 +34,10 @@ impl Hub {
         }
         self.metrics.joined(subscribed.len(), entry.subscribers.is_empty());
         let replay = since.map(|s| entry.history.replay(s, entry.seq, &entry.epoch, &subscribed, Instant::now()));
+        if entry.subscribers.capacity() == 0 {
+            // Most users have one connection: room for exactly one, not four.
+            entry.subscribers.reserve_exact(1);
+        }
         entry.subscribers.push(Subscriber { id, events: subscribed.clone(), outbox });
         Ok(Joined { events: subscribed, seq: entry.seq, epoch: Arc::clone(&entry.epoch), replay })
     }

@@ -24,9 +24,9 @@ use foldhash::fast::RandomState;
 
 use super::budget::Budget;
 use super::close::{CloseCode, CloseReason};
-use super::delivery::{Delivery, Payload};
+use super::delivery::{Delivery, Payload, unix_ms};
 use super::event::{EventError, EventName, validate_event};
-use super::history::{History, Replay};
+use super::history::{History, Kept, Replay};
 use super::idempotency::RecentKeys;
 use super::metrics::{DropReason, Metrics, PushResult, StatsSnapshot};
 use super::outbox::{Offer, Outbox, SlowPolicy};
@@ -398,24 +398,24 @@ impl Hub {
         entry.seq += 1;
         let seq = entry.seq;
         entry.position_until = now.checked_add(self.config.history_meta_ttl);
-        let replay_until = push.ttl.map(|ttl| now + ttl);
         let event = interned(&entry.subscribers, &push.event).unwrap_or_else(|| Arc::from(push.event));
-        let delivery = Arc::new(Delivery::accepted_at(now, event, Some(seq), push.payload, replay_until));
-        let delivered = self.fan_out(&entry.subscribers, &delivery);
-        self.keep(entry, delivery, now);
+        let replay_ms = push.ttl.map_or(u32::MAX, |ttl| replay_ms(ttl.as_millis()));
+        let kept = Kept { seq, ts_ms: unix_ms(), accepted: now, replay_ms, event, payload: push.payload };
+        let delivered = self.fan_out_kept(&entry.subscribers, &kept);
+        self.keep(entry, kept);
         if let Some(key) = push.idempotency_key {
             entry.keys.insert(key, seq, now);
         }
         Ok(Published { delivered, seq, duplicate: false, nodes: 0 })
     }
 
-    /// Keeps `delivery` in the user's history, within the gateway-wide budget.
-    fn keep(&self, entry: &mut UserEntry, delivery: Arc<Delivery>, now: Instant) {
+    /// Keeps `kept` in the user's history, within the gateway-wide budget.
+    fn keep(&self, entry: &mut UserEntry, kept: Kept) {
         let before = entry.history.footprint();
         if self.config.history_size > 0 {
-            self.budget.kept(&entry.user, Arc::downgrade(&delivery));
+            self.budget.kept(entry.history.keeper(&entry.user), kept.seq);
         }
-        entry.history.remember(delivery, self.config.history_size, now);
+        entry.history.remember(kept, self.config.history_size);
         self.budget.adjust(before, entry.history.footprint());
     }
 
@@ -430,15 +430,24 @@ impl Hub {
     /// histories together are within `--history-max-bytes` again.
     fn evict_oldest_history(&self) {
         while self.budget.is_over() {
-            let Some(kept) = self.budget.oldest() else { return };
-            let Some(seq) = kept.delivery.upgrade().and_then(|d| d.seq) else { continue };
-            let mut shard = self.shard(&kept.user);
-            let Some(entry) = shard.get_mut(&kept.user) else { continue };
+            let Some(record) = self.budget.oldest() else { return };
+            let user = &record.keeper.user;
+            let mut shard = self.shard(user);
+            let Some(entry) = shard.get_mut(user).filter(|e| e.history.is_kept_by(&record.keeper)) else { continue };
             let before = entry.history.footprint();
-            let evicted = entry.history.evict_through(seq);
+            let evicted = entry.history.evict_through(record.seq);
             self.budget.adjust(before, entry.history.footprint());
             self.metrics.history_evictions.inc_by(evicted as u64);
         }
+    }
+
+    /// Queues the delivery of `kept` to each member subscribed to its event;
+    /// builds it only when there is one.
+    fn fan_out_kept(&self, subscribers: &[Subscriber], kept: &Kept) -> u32 {
+        if !subscribers.iter().any(|m| m.events.contains(&kept.event)) {
+            return 0;
+        }
+        self.fan_out(subscribers, &Arc::new(kept.delivery()))
     }
 
     /// Queues `delivery` to each member subscribed to its event.
@@ -544,6 +553,12 @@ impl Hub {
 /// it saves an allocation (and a free) per push.
 fn interned(subscribers: &[Subscriber], event: &str) -> Option<EventName> {
     subscribers.iter().flat_map(|m| m.events.iter()).find(|e| &***e == event).cloned()
+}
+
+/// A push's TTL as a [`Kept::replay_ms`]. Beyond `u32::MAX - 1` ms
+/// (~49 days, longer than the longest history TTL) it is cut to that.
+fn replay_ms(ttl_ms: u128) -> u32 {
+    u32::try_from(ttl_ms).unwrap_or(u32::MAX).min(u32::MAX - 1)
 }
 
 /// A fresh, unpredictable epoch: 16 hex digits from a randomly seeded hasher

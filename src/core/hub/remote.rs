@@ -5,12 +5,13 @@
 //! registration, exactly as with the in-process broker.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Hub, UserEntry, UserId};
 use crate::core::close::{CloseCode, CloseReason};
-use crate::core::delivery::{Delivery, Payload, unix_ms};
+use crate::core::delivery::{Payload, unix_ms};
 use crate::core::event::EventName;
+use crate::core::history::Kept;
 
 /// One push as a broker's server numbered it.
 #[derive(Debug, Clone)]
@@ -156,13 +157,14 @@ impl Hub {
     /// history copy; the entry now follows up to its seq.
     fn fan_out_numbered(&self, entry: &mut UserEntry, push: Numbered) -> u32 {
         let now = Instant::now();
-        let replay_until = push.expires_at_ms.map(|at| now + Duration::from_millis(at.saturating_sub(unix_ms())));
+        let replay_ms =
+            push.expires_at_ms.map_or(u32::MAX, |at| super::replay_ms(u128::from(at.saturating_sub(unix_ms()))));
         let event = super::interned(&entry.subscribers, &push.event).unwrap_or(push.event);
-        let delivery = Arc::new(Delivery::numbered(event, push.seq, push.ts_ms, push.payload, replay_until));
-        let delivered = self.fan_out(&entry.subscribers, &delivery);
+        let kept = Kept { seq: push.seq, ts_ms: push.ts_ms, accepted: now, replay_ms, event, payload: push.payload };
+        let delivered = self.fan_out_kept(&entry.subscribers, &kept);
         entry.seq = push.seq;
         entry.position_until = now.checked_add(self.config.history_meta_ttl);
-        self.keep(entry, delivery, now);
+        self.keep(entry, kept);
         delivered
     }
 }
