@@ -93,6 +93,7 @@ const SIZE_FLAGS: &[&str] = &[
     "max-client-frame-bytes",
     "max-events-per-conn",
     "conn-queue-bytes",
+    "socket-send-buffer",
     "history-size",
     "history-max-bytes",
     "listen-backlog",

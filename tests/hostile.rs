@@ -9,10 +9,8 @@ use std::time::Duration;
 use common::ws::{next_text, upgrade_raw};
 use common::{Gateway, WAIT};
 use futures_util::StreamExt;
-use pushgate::authenticators::TokenIsUser;
 use pushgate::config::Settings;
 use pushgate::core::{Payload, Push};
-use pushgate::server::{self, Listeners};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -157,23 +155,40 @@ const MESSAGE: usize = 1000;
 /// a 64 KiB send queue per connection and 1 KiB messages.
 async fn small_buffer_gateway() -> Gateway {
     let settings = Settings {
+        socket_send_buffer: Some(GATEWAY_SNDBUF),
         conn_queue_bytes: Some(64 * 1024),
+        ..quiet_kib_messages()
+    };
+    common::start(settings).await
+}
+
+/// 1 KiB messages and no ping while a test runs.
+fn quiet_kib_messages() -> Settings {
+    Settings {
         max_message_bytes: Some(1024),
         ping_interval: Some(Duration::from_secs(600)),
         pong_timeout: Some(Duration::from_secs(60)),
         ..common::settings()
-    };
-    let config = settings.resolve().expect("valid config");
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_send_buffer_size(GATEWAY_SNDBUF as u32).expect("SO_SNDBUF");
-    socket.bind(config.public.addr).expect("bind");
-    let public = socket.listen(64).expect("listen");
-    let internal = server::bind(config.internal.addr, 64).expect("bind");
-    let auth = std::sync::Arc::new(TokenIsUser);
-    let running = server::start(config.clone(), Listeners { public, internal }, auth, std::future::pending())
-        .await
-        .expect("start");
-    Gateway { running, config }
+    }
+}
+
+/// With the default send buffer (64 KiB per socket, doubled by the kernel)
+/// and send queue (256 KiB), a client that stops reading is closed with 4000
+/// once both are full, not after the megabytes the kernel's own sizing
+/// would let it hold.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_shed_once_its_send_buffer_and_queue_are_full() {
+    let gw = common::start(quiet_kib_messages()).await;
+    let stalled = gw.compat_tab("stalled", "e").await; // never read again
+    let accepted = push_until_overflow(&gw, "stalled").await * MESSAGE;
+    // The queue, the gateway's send buffer and the client's receive buffer
+    // (131 072 by default on Linux, doubled), with room to spare.
+    let most = 256 * 1024 + 2 * 64 * 1024 + 2 * 131_072 + 64 * 1024;
+    println!("{accepted} bytes accepted for the stalled client before its close; at most {most} expected");
+    assert!(accepted <= most, "{accepted} bytes accepted for a client that reads nothing, more than {most}");
+    gw.wait_online("stalled", 0).await;
+    drop(stalled);
+    still_healthy(&gw).await;
 }
 
 /// A compat client over a socket with a small receive buffer, registered as

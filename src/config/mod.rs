@@ -99,6 +99,8 @@ pub struct PublicConfig {
     pub max_memory: u64,
     /// Default 4096.
     pub max_client_frame_bytes: usize,
+    /// SO_SNDBUF of each accepted socket; default 64 KiB, 0: the kernel's.
+    pub socket_send_buffer: usize,
     /// TLS (`wss://`); default none.
     pub tls: Option<TlsFiles>,
     /// Serve wserver's `POST /push` here too (default off; needs a key).
@@ -235,6 +237,7 @@ impl Settings {
             max_events_per_conn,
             max_client_frame_bytes,
             conn_queue_bytes,
+            socket_send_buffer,
             slow_policy,
             history_size,
             history_ttl,
@@ -272,6 +275,7 @@ impl Settings {
                 max_handshakes: s.max_handshakes.unwrap_or(1024),
                 max_memory: s.max_memory.unwrap_or(0),
                 max_client_frame_bytes: s.max_client_frame_bytes.unwrap_or(4096),
+                socket_send_buffer: s.socket_send_buffer.unwrap_or(64 * 1024),
                 tls: tls_files(s.public_tls_cert.clone(), s.public_tls_key.clone(), None, "public-tls-cert")?,
                 push_on_public: s.push_on_public.unwrap_or(false),
                 demo: s.demo.unwrap_or(false),

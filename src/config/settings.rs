@@ -195,6 +195,12 @@ pub struct Settings {
     /// Send-queue cap per connection in bytes. [default: 262144]
     #[arg(long, env = "PUSHGATE_CONN_QUEUE_BYTES")]
     pub conn_queue_bytes: Option<usize>,
+    /// The kernel's send buffer of each browser socket in bytes (SO_SNDBUF;
+    /// Linux doubles it for its bookkeeping); 0: the kernel sizes it itself,
+    /// up to megabytes, which a client that stops reading fills before its
+    /// send queue does. [default: 65536]
+    #[arg(long, env = "PUSHGATE_SOCKET_SEND_BUFFER")]
+    pub socket_send_buffer: Option<usize>,
     /// What a full send queue does: close (4000) or drop-oldest. [default: close]
     #[arg(long, env = "PUSHGATE_SLOW_POLICY", value_parser = parse_slow_policy)]
     #[serde(default, deserialize_with = "de_slow_policy")]
