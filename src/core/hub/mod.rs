@@ -538,8 +538,22 @@ impl Hub {
         }
     }
 
-    /// A snapshot of every joined connection's outbox (for heartbeats and
-    /// shutdown), taken shard by shard.
+    /// How many groups [`Hub::slice_outboxes`] splits the connections into.
+    pub(crate) fn slices(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// A snapshot of the outboxes of one group of connections (one shard's;
+    /// `slice` below [`Hub::slices`]), so that work over every connection
+    /// can be spread over time. Locks that one shard.
+    pub(crate) fn slice_outboxes(&self, slice: usize) -> Vec<Arc<Outbox>> {
+        let Some(shard) = self.shards.get(slice) else { return Vec::new() };
+        let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        shard.values().flat_map(|e| e.subscribers.iter().map(|m| Arc::clone(&m.outbox))).collect()
+    }
+
+    /// A snapshot of every joined connection's outbox (for shutdown),
+    /// taken shard by shard.
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
         let mut all = Vec::new();
         for shard in self.each_shard() {
