@@ -1016,7 +1016,10 @@ async fn scenario_sigterm_under_load_delivers_every_acknowledged_push_then_exits
         producers.push(tokio::spawn(term_producer(client, p, users, answered)));
     }
     let total = || answered.iter().map(|a| a.load(Ordering::Acquire)).sum::<u64>();
-    eventually("pushes flowing", WAIT, async || (total() >= 2_000).then_some(())).await;
+    // Every producer's stream open and answered before the signal: a stream
+    // still opening when the gateway stops would be reset, not refused.
+    let flowing = || answered.iter().all(|a| a.load(Ordering::Acquire) > 0) && total() >= 2_000;
+    eventually("pushes flowing on every stream", WAIT, async || flowing().then_some(())).await;
     // Every reply counted here was read before the signal was sent.
     let before: Vec<u64> = answered.iter().map(|a| a.load(Ordering::Acquire)).collect();
     let signalled = Instant::now();
