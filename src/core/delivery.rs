@@ -111,12 +111,6 @@ impl Delivery {
         Self { event, seq, ts_ms, accepted, payload, replay_until, encoded: OnceLock::new() }
     }
 
-    /// A delivery numbered elsewhere (by a broker's server, at `ts_ms`) that
-    /// reaches this node now.
-    pub fn numbered(event: EventName, seq: u64, ts_ms: u64, payload: Payload, replay_until: Option<Instant>) -> Self {
-        Self { event, seq: Some(seq), ts_ms, accepted: Instant::now(), payload, replay_until, encoded: OnceLock::new() }
-    }
-
     /// The frame encoded by `encode`, computed on first use and then shared by
     /// every connection that writes this delivery.
     pub fn encoded(&self, encode: impl FnOnce(&Delivery) -> Payload) -> &Payload {

@@ -32,14 +32,7 @@ pub async fn run(hub: Arc<Hub>, ping_interval: Duration, pong_timeout: Duration,
         let mut pinged: VecDeque<(Instant, Vec<Arc<Outbox>>)> = VecDeque::new();
         for slice in 0..slices {
             let at = start + pause * (slice + 1) / slices;
-            while pinged.front().is_some_and(|(due, _)| *due <= at) {
-                let Some((due, outboxes)) = pinged.pop_front() else { break };
-                if !wait_until(&shutdown, due).await {
-                    return;
-                }
-                check(&outboxes);
-            }
-            if !wait_until(&shutdown, at).await {
+            if !check_due(&mut pinged, Some(at), &shutdown).await || !wait_until(&shutdown, at).await {
                 return;
             }
             let outboxes = hub.slice_outboxes(slice as usize);
@@ -48,14 +41,29 @@ pub async fn run(hub: Arc<Hub>, ping_interval: Duration, pong_timeout: Duration,
             }
             pinged.push_back((at + pong_timeout, outboxes));
         }
-        while let Some((due, outboxes)) = pinged.pop_front() {
-            if !wait_until(&shutdown, due).await {
-                return;
-            }
-            check(&outboxes);
+        if !check_due(&mut pinged, None, &shutdown).await {
+            return;
         }
         hub.sweep();
     }
+}
+
+/// Checks the pinged slices due by `until` (all of them when `None`), each
+/// at its due time; false when `shutdown` came first.
+async fn check_due(
+    pinged: &mut VecDeque<(Instant, Vec<Arc<Outbox>>)>,
+    until: Option<Instant>,
+    shutdown: &CancellationToken,
+) -> bool {
+    while let Some(due) = pinged.front().map(|(due, _)| *due).filter(|due| until.is_none_or(|u| *due <= u)) {
+        if !wait_until(shutdown, due).await {
+            return false;
+        }
+        if let Some((_, outboxes)) = pinged.pop_front() {
+            check(&outboxes);
+        }
+    }
+    true
 }
 
 /// Sleeps until `at`; false when `shutdown` came first.

@@ -444,16 +444,22 @@ impl Hub {
     /// Queues the delivery of `kept` to each member subscribed to its event;
     /// builds it only when there is one.
     fn fan_out_kept(&self, subscribers: &[Subscriber], kept: &Kept) -> u32 {
-        if !subscribers.iter().any(|m| m.events.contains(&kept.event)) {
+        let mut members = subscribers.iter().filter(|m| m.events.contains(&kept.event)).peekable();
+        if members.peek().is_none() {
             return 0;
         }
-        self.fan_out(subscribers, &Arc::new(kept.delivery()))
+        self.offer_each(members, &Arc::new(kept.delivery()))
     }
 
     /// Queues `delivery` to each member subscribed to its event.
     fn fan_out(&self, subscribers: &[Subscriber], delivery: &Arc<Delivery>) -> u32 {
+        self.offer_each(subscribers.iter().filter(|m| m.events.contains(&delivery.event)), delivery)
+    }
+
+    /// Queues `delivery` to each of `members`; returns how many took it.
+    fn offer_each<'m>(&self, members: impl Iterator<Item = &'m Subscriber>, delivery: &Arc<Delivery>) -> u32 {
         let mut delivered = 0;
-        for member in subscribers.iter().filter(|m| m.events.contains(&delivery.event)) {
+        for member in members {
             match member.outbox.offer(Arc::clone(delivery)) {
                 Offer::Queued { dropped } => {
                     delivered += 1;
@@ -555,11 +561,7 @@ impl Hub {
     /// A snapshot of every joined connection's outbox (for shutdown),
     /// taken shard by shard.
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
-        let mut all = Vec::new();
-        for shard in self.each_shard() {
-            all.extend(shard.values().flat_map(|e| e.subscribers.iter().map(|m| Arc::clone(&m.outbox))));
-        }
-        all
+        (0..self.slices()).flat_map(|slice| self.slice_outboxes(slice)).collect()
     }
 }
 
