@@ -2,11 +2,13 @@
 //! (each test under its own random prefix) and, for the outage, a
 //! `redis-server` of the test's own that it kills and restarts.
 
+mod common;
+
 use std::hash::{BuildHasher, RandomState};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cluster::{OwnServer, free_port};
 use pushgate::broker::redis::{Control, Incoming, PublishRequest, RedisBroker, RedisConfig, RedisError};
 use pushgate::core::{Payload, Since};
 use tokio::sync::mpsc::Receiver;
@@ -259,56 +261,11 @@ async fn bad_urls_name_the_flag_and_an_unreachable_redis_is_no_error() {
     assert!(matches!(broker.publish(push("u1", "x")).await, Err(RedisError::Unavailable)));
 }
 
-/// A `redis-server` of this test's own on a fixed port, without persistence.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        within("redis-server to listen", async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        Self { port, child }
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`) to the server.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
-        assert!(status.unwrap().success());
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn an_outage_is_reported_and_survived_with_a_new_epoch() {
-    let mut server = OwnRedis::start(OwnRedis::free_port()).await;
-    let url = format!("redis://127.0.0.1:{}", server.port);
+    let port = free_port();
+    let mut server = OwnServer::redis(port);
+    let url = server.url("redis");
     let call_timeout = Duration::from_millis(500);
     let (a, mut ra) = node(RedisConfig { call_timeout, ..config(&url, &prefix(), "a") }).await;
     a.hold("u1").await.unwrap();
@@ -325,7 +282,7 @@ async fn an_outage_is_reported_and_survived_with_a_new_epoch() {
     server.signal("CONT");
     until(&mut ra, Incoming::Up).await;
 
-    server.kill();
+    server.stop();
     until(&mut ra, Incoming::Down).await;
     assert!(!a.is_up());
     let asked = Instant::now();
@@ -333,7 +290,7 @@ async fn an_outage_is_reported_and_survived_with_a_new_epoch() {
     assert!(a.history("u1", &Since::seq(0)).await.is_err());
     assert!(asked.elapsed() < call_timeout * 3, "calls fail, not hang: {:?}", asked.elapsed());
 
-    let _server = OwnRedis::start(server.port).await;
+    let _server = OwnServer::redis(port);
     until(&mut ra, Incoming::Up).await;
     assert!(a.is_up());
     let after = a.publish(push("u1", "after")).await.unwrap();

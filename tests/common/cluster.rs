@@ -173,6 +173,13 @@ impl OwnServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a server that stops
+    /// answering without closing its connections.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+
     /// Kills the server (an outage, not a clean shutdown).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
