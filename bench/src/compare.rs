@@ -117,6 +117,11 @@ struct Pair {
 }
 
 impl Pair {
+    /// `figure` of pushgate's row, and of the floor's when there is one.
+    fn of(gateway: &Measured, floor: Option<&Measured>, figure: fn(&Measured) -> f64) -> Self {
+        Self { gateway: figure(gateway), floor: floor.map(figure) }
+    }
+
     fn ratio(&self) -> String {
         match self.floor {
             Some(f) if f > 0.0 => format!("{:.2}×", self.gateway / f),
@@ -131,6 +136,14 @@ impl Pair {
 
 fn cpu_per_delivery(m: &Measured) -> f64 {
     m.server_cpu_us as f64 / m.received.max(1) as f64
+}
+
+fn p50_us(m: &Measured) -> f64 {
+    us(m.latency.p50)
+}
+
+fn p99_us(m: &Measured) -> f64 {
+    us(m.latency.p99)
 }
 
 fn us(ns: u64) -> f64 {
@@ -193,64 +206,36 @@ impl Outcome {
             )
         };
         if let Some(g) = find(Some(&self.gateway), "P1") {
-            let p = Pair { gateway: cpu_per_delivery(g), floor: find(floor, "P1").map(cpu_per_delivery) };
-            line("P1 fan-out", "CPU-µs per delivery", p, 2, "≤ 1.1× floor")?;
-            let p =
-                Pair { gateway: g.deliveries_per_sec(), floor: find(floor, "P1").map(Measured::deliveries_per_sec) };
-            line("P1 fan-out", "deliveries/s", p, 0, "")?;
+            let fl = find(floor, "P1");
+            line("P1 fan-out", "CPU-µs per delivery", Pair::of(g, fl, cpu_per_delivery), 2, "≤ 1.1× floor")?;
+            line("P1 fan-out", "deliveries/s", Pair::of(g, fl, Measured::deliveries_per_sec), 0, "")?;
         }
         if let Some(g) = find(Some(&self.gateway), "P2") {
-            let p = Pair { gateway: cpu_per_delivery(g), floor: find(floor, "P2").map(cpu_per_delivery) };
             let writes = format!("≤ 2.0 µs (floor: {:?} writes)", self.floor_writes);
-            line("P2 bursts", "CPU-µs per delivery", p, 2, &writes)?;
+            line("P2 bursts", "CPU-µs per delivery", Pair::of(g, find(floor, "P2"), cpu_per_delivery), 2, &writes)?;
         }
         if let Some(g) = find(Some(&self.gateway), "P4 idle") {
             let fl = find(floor, "P4 idle");
-            line(
-                "P4 idle",
-                "p50 µs",
-                Pair { gateway: us(g.latency.p50), floor: fl.map(|m| us(m.latency.p50)) },
-                0,
-                "",
-            )?;
-            line(
-                "P4 idle",
-                "p99 µs",
-                Pair { gateway: us(g.latency.p99), floor: fl.map(|m| us(m.latency.p99)) },
-                0,
-                "",
-            )?;
+            line("P4 idle", "p50 µs", Pair::of(g, fl, p50_us), 0, "")?;
+            line("P4 idle", "p99 µs", Pair::of(g, fl, p99_us), 0, "")?;
         }
         if let Some(g) = find(Some(&self.gateway), "P4 at") {
-            let fl = find(floor, "P4 at");
-            let name = g.name.as_str();
-            line(name, "p50 µs", Pair { gateway: us(g.latency.p50), floor: fl.map(|m| us(m.latency.p50)) }, 0, "")?;
-            line(
-                name,
-                "p99 µs",
-                Pair { gateway: us(g.latency.p99), floor: fl.map(|m| us(m.latency.p99)) },
-                0,
-                "≤ 2000 µs",
-            )?;
-            let p = Pair { gateway: us(g.latency.p999), floor: fl.map(|m| us(m.latency.p999)) };
-            line(name, "p99.9 µs", p, 0, "≤ 10000 µs")?;
+            let (fl, name) = (find(floor, "P4 at"), g.name.as_str());
+            line(name, "p50 µs", Pair::of(g, fl, p50_us), 0, "")?;
+            line(name, "p99 µs", Pair::of(g, fl, p99_us), 0, "≤ 2000 µs")?;
+            line(name, "p99.9 µs", Pair::of(g, fl, |m| us(m.latency.p999)), 0, "≤ 10000 µs")?;
         }
         if let Some((g, fl)) = &self.scenarios {
             let has_floor = floor.is_some();
             if let Some(m) = &g.p3 {
-                let p = Pair {
-                    gateway: cpu_per_delivery(m),
-                    floor: fl.p3.as_ref().filter(|_| has_floor).map(cpu_per_delivery),
-                };
+                let p = Pair::of(m, fl.p3.as_ref().filter(|_| has_floor), cpu_per_delivery);
                 line("P3 HTTP fan-out", "CPU-µs per delivery", p, 2, "≤ 1.1× floor")?;
             }
             if let Some(m) = &g.p4a {
                 let other = fl.p4a.as_ref().filter(|_| has_floor);
                 let name = format!("P4a at {P4A_RATE:.0} pushes/s");
-                let p = Pair { gateway: us(m.latency.p50), floor: other.map(|o| us(o.latency.p50)) };
-                line(&name, "p50 µs", p, 0, "≤ 1.2× floor")?;
-                let p = Pair { gateway: us(m.latency.p99), floor: other.map(|o| us(o.latency.p99)) };
-                line(&name, "p99 µs", p, 0, "≤ 1.2× floor")?;
+                line(&name, "p50 µs", Pair::of(m, other, p50_us), 0, "≤ 1.2× floor")?;
+                line(&name, "p99 µs", Pair::of(m, other, p99_us), 0, "≤ 1.2× floor")?;
             }
             if let Some((_, span)) = &g.p5 {
                 let other = fl.p5.as_ref().filter(|_| has_floor).map(|(_, s)| s);

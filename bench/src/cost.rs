@@ -1,8 +1,8 @@
-//! What a stretch of work cost a server process other than the gateway's own
-//! bookkeeping in [`crate::phases`]: its CPU time (`/proc/<pid>/stat`), this
-//! generator's, and the cores all other processes took meanwhile — for the
-//! phases that compare the gateway with the echo server (P7) or count pushes
-//! rather than deliveries (P8, P11).
+//! What a stretch of work cost a server: its CPU time (`/proc/<pid>/stat`),
+//! this generator's, and the cores all other processes took meanwhile — for
+//! every push phase ([`crate::phases::measure`]), the comparison of the
+//! gateway with the echo server (P7) and the phases that count pushes rather
+//! than deliveries (P8, P11).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,8 @@ use crate::target::{ProcSample, Target, clock_ticks};
 
 /// One reading at the start of the work.
 pub struct Meter {
-    pid: u32,
+    /// The measured process; `None`: the target with its cluster's processes.
+    pid: Option<u32>,
     clk_tck: u64,
     server: ProcSample,
     bench: ProcSample,
@@ -33,24 +34,41 @@ pub struct Cost {
 }
 
 impl Meter {
-    /// Starts measuring process `pid` (the gateway, or the echo server).
+    /// Starts measuring process `pid` alone (the gateway, or the echo server).
     pub fn start(target: &Target, pid: u32) -> anyhow::Result<Self> {
+        Self::begin(target, Some(pid))
+    }
+
+    /// Starts measuring the target: the gateway's CPU with that of the
+    /// cluster's other processes (`--cluster-pid`), the gateway's RSS.
+    pub fn target(target: &Target) -> anyhow::Result<Self> {
+        Self::begin(target, None)
+    }
+
+    fn begin(target: &Target, pid: Option<u32>) -> anyhow::Result<Self> {
         let clk_tck = clock_ticks();
-        let server = ProcSample::read(&pid.to_string(), clk_tck)?;
+        let server = Self::read(target, pid, clk_tck)?;
         let bench = ProcSample::read("self", clk_tck)?;
         Ok(Self { pid, clk_tck, server, bench, machine_us: target.machine_busy_us()?, wall: Instant::now() })
     }
 
-    /// Reads again; `elapsed` is the wall time since [`Meter::start`].
+    fn read(target: &Target, pid: Option<u32>, clk_tck: u64) -> anyhow::Result<ProcSample> {
+        match pid {
+            Some(pid) => ProcSample::read(&pid.to_string(), clk_tck),
+            None => target.sample(),
+        }
+    }
+
+    /// Reads again; `elapsed` is the wall time since the start.
     pub fn stop(self, target: &Target) -> anyhow::Result<Cost> {
         let elapsed = self.wall.elapsed();
-        let server = ProcSample::read(&self.pid.to_string(), self.clk_tck)?;
+        let server = Self::read(target, self.pid, self.clk_tck)?;
         let bench = ProcSample::read("self", self.clk_tck)?;
         let machine_us = target.machine_busy_us()?.saturating_sub(self.machine_us);
         let server_cpu_us = server.cpu_us.saturating_sub(self.server.cpu_us);
         let bench_cpu_us = bench.cpu_us.saturating_sub(self.bench.cpu_us);
         // The echo server may be this very process under test: count it once.
-        let own = if self.pid == std::process::id() { 0 } else { bench_cpu_us };
+        let own = if self.pid == Some(std::process::id()) { 0 } else { bench_cpu_us };
         let others_us = machine_us.saturating_sub(server_cpu_us + own);
         Ok(Cost {
             elapsed,

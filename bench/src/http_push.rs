@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::fleet::{EVENT, STAMP_DIGITS, Shared};
+use crate::http1::{head_end, header};
 use crate::producer::Tally;
 
 /// Pushes to make over HTTP.
@@ -41,12 +42,7 @@ pub async fn run(addr: SocketAddr, load: HttpLoad, shared: &Arc<Shared>) -> anyh
     }
     let mut total = Tally::default();
     for task in tasks {
-        let t = task.await.context("HTTP producer task")??;
-        total.sent += t.sent;
-        total.replies += t.replies;
-        total.delivered += t.delivered;
-        total.failed += t.failed;
-        total.first_error = total.first_error.take().or(t.first_error);
+        total.add(task.await.context("HTTP producer task")??);
     }
     Ok(total)
 }
@@ -88,10 +84,7 @@ async fn producer(
         tally.replies += 1;
         match (status, sent_to(&text)) {
             (200, Some(n)) => tally.delivered += n,
-            _ => {
-                tally.failed += 1;
-                tally.first_error.get_or_insert_with(|| format!("HTTP {status}: {text}"));
-            }
+            _ => tally.fail(|| format!("HTTP {status}: {text}")),
         }
     }
     Ok(tally)
@@ -105,17 +98,15 @@ fn sent_to(text: &str) -> Option<u64> {
 /// Reads one response with a `content-length` body; returns its status and body.
 async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<(u16, String)> {
     let head_end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
+        if let Some(end) = head_end(buf) {
+            break end;
         }
         read_more(stream, buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("odd answer"))?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
-        .and_then(|(_, v)| v.trim().parse().ok())
+    let length: usize = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow!("an answer without content-length: {head:?}"))?;
     while buf.len() < head_end + length {
         read_more(stream, buf).await?;

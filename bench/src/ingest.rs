@@ -14,7 +14,6 @@
 //! have no connection: the fleet of P9 stays connected but receives nothing.
 
 use std::fmt::{self, Display, Formatter};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -22,13 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use pushgate::proto::push_service_client::PushServiceClient;
 use pushgate::proto::{PushRequest, push_request};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::Args;
 use crate::cost::{Cost, Meter};
 use crate::echo::EchoServer;
 use crate::fleet::{EVENT, Shared};
-use crate::producer::{Load, Producer, Tally};
+use crate::producer::{Load, Producer, Tally, channels, endpoint};
 use crate::target::Target;
 
 /// P7's goal: gateway pushes per CPU-second at least this share of the echo's.
@@ -78,7 +77,7 @@ pub async fn unary(args: &Args, target: &mut Target, section: &mut Ingest) -> an
     eprintln!("P7: {n} unary pushes, {c} in flight over {} connections, to the echo server ...", args.streams);
     let mut echo = EchoServer::start().await?;
     let measured = async {
-        let channels = connect(echo.addr, args.streams).await?;
+        let channels = channels(&endpoint(echo.addr)?, echo.addr, args.streams).await?;
         let row = work.run("P7 unary, bare tonic echo", &channels, target, echo.pid).await;
         echo.check_alive()?;
         row
@@ -88,7 +87,7 @@ pub async fn unary(args: &Args, target: &mut Target, section: &mut Ingest) -> an
     section.echo = Some(measured?);
     eprintln!("P7: the same to the gateway ...");
     target.check_alive()?;
-    let channels = connect(target.internal, args.streams).await?;
+    let channels = channels(&endpoint(target.internal)?, target.internal, args.streams).await?;
     section.unary = Some(work.run("P7 unary, gateway", &channels, target, target.pid).await?);
     target.check_alive()
 }
@@ -110,17 +109,6 @@ pub async fn stream(args: &Args, target: &mut Target, producer: &Producer, secti
 
 fn row(name: &str, tally: Tally, cost: Cost) -> Row {
     Row { name: name.into(), pushes: tally.replies, failed: tally.failed, first_error: tally.first_error, cost }
-}
-
-/// `n` HTTP/2 connections to `addr`.
-async fn connect(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let endpoint =
-        Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_timeout(Duration::from_secs(5));
-    let mut channels = Vec::with_capacity(n);
-    for _ in 0..n.max(1) {
-        channels.push(endpoint.connect().await.with_context(|| format!("gRPC connect to {addr}"))?);
-    }
-    Ok(channels)
 }
 
 /// The unary load of P7, the same for both servers.
@@ -147,10 +135,7 @@ impl UnaryLoad {
         }
         let mut tally = Tally::default();
         for task in tasks {
-            let t = task.await.context("unary task")?;
-            tally.replies += t.replies;
-            tally.failed += t.failed;
-            tally.first_error = tally.first_error.or(t.first_error);
+            tally.add(task.await.context("unary task")?);
         }
         Ok(row(name, tally, meter.stop(target)?))
     }
@@ -180,12 +165,7 @@ async fn calls(
         };
         match client.push(request).await {
             Ok(_) => tally.replies += 1,
-            Err(status) => {
-                tally.failed += 1;
-                if tally.first_error.is_none() {
-                    tally.first_error = Some(format!("{}: {}", status.code(), status.message()));
-                }
-            }
+            Err(status) => tally.fail(|| format!("{}: {}", status.code(), status.message())),
         }
     }
 }

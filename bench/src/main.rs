@@ -22,7 +22,8 @@
 //! - [`compare`]: each scenario on the floor and on pushgate, and the ratios.
 //! - [`scenarios`]: P3 (HTTP fan-out), P4a (low-load latency), P5 (one user's
 //!   10 000 connections).
-//! - [`http_push`]: wserver's `POST /push` producers.
+//! - [`http_push`]: wserver's `POST /push` producers; [`http1`] the HTTP
+//!   they and the floor read by hand.
 //! - [`plot`]: latency against offered load, as an SVG.
 
 mod brokers;
@@ -33,6 +34,7 @@ mod fleet;
 mod floor;
 mod histogram;
 mod history;
+mod http1;
 mod http_push;
 mod ingest;
 mod metrics;

@@ -26,7 +26,7 @@ pub struct Bounds {
 impl WriteLatency {
     /// Scrapes the gateway; `None` when it has no such histogram (yet).
     pub async fn read(internal: SocketAddr) -> Option<Self> {
-        let text = tokio::time::timeout(Duration::from_secs(3), get_metrics(internal)).await.ok()??;
+        let text = scrape(internal).await?;
         let buckets: Vec<(f64, u64)> = text.lines().filter_map(bucket).collect();
         (!buckets.is_empty()).then_some(Self { buckets })
     }

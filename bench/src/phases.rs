@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
+use crate::cost::Meter;
 use crate::fleet::{self, Shared};
 use crate::metrics::WriteLatency;
 use crate::producer::{Load, Producer, Tally};
@@ -268,30 +269,25 @@ pub async fn measure(
     let received_before = shared.received.load(Relaxed);
     let stats_before = producer.stats().await.ok();
     let gw_before = WriteLatency::read(target.internal).await;
-    let (server_before, me_before) = (target.sample()?, target.sample_self()?);
-    let (machine_before, wall) = (target.machine_busy_us()?, Instant::now());
+    let meter = Meter::target(target)?;
     let started = shared.now_nanos();
     let tally = work.await?;
     let received = drain(shared, received_before + tally.delivered).await - received_before;
     let ended = shared.last_nanos.load(Relaxed).max(started + 1);
-    let (server_after, me_after) = (target.sample()?, target.sample_self()?);
-    let (machine_after, wall) = (target.machine_busy_us()?, wall.elapsed());
+    let cost = meter.stop(target)?;
     let stats_after = producer.stats().await.ok();
     let gw_after = WriteLatency::read(target.internal).await;
     target.check_alive()?;
-    let server_cpu_us = server_after.cpu_us.saturating_sub(server_before.cpu_us);
-    let bench_cpu_us = me_after.cpu_us.saturating_sub(me_before.cpu_us);
-    let others_us = machine_after.saturating_sub(machine_before).saturating_sub(server_cpu_us + bench_cpu_us);
     let server_deliveries = stats_before.zip(stats_after).map(|(b, a)| a.deliveries.saturating_sub(b.deliveries));
     Ok(Measured {
         name: name.to_string(),
         tally,
         received,
         elapsed: Duration::from_nanos(ended - started),
-        server_cpu_us,
-        bench_cpu_us,
-        others_cores: others_us as f64 / wall.as_micros().max(1) as f64,
-        server_rss_kib: server_after.rss_kib,
+        server_cpu_us: cost.server_cpu_us,
+        bench_cpu_us: cost.bench_cpu_us,
+        others_cores: cost.others_cores,
+        server_rss_kib: cost.server_rss_kib,
         server_deliveries,
         latency: shared.latency.summary(),
         gw_write: gw_before.zip(gw_after).and_then(|(b, a)| a.since(&b)),

@@ -58,7 +58,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: Tally) {
+    /// Adds what another producer's replies said.
+    pub fn add(&mut self, other: Tally) {
         self.sent += other.sent;
         self.replies += other.replies;
         self.delivered += other.delivered;
@@ -70,12 +71,29 @@ impl Tally {
         self.replies += 1;
         self.delivered += u64::from(reply.delivered);
         if let Some(e) = &reply.error {
-            self.failed += 1;
-            if self.first_error.is_none() {
-                self.first_error = Some(format!("code {}: {}", e.code, e.message));
-            }
+            self.fail(|| format!("code {}: {}", e.code, e.message));
         }
     }
+
+    /// Counts a refused push; `error` describes it when it is the first.
+    pub fn fail(&mut self, error: impl FnOnce() -> String) {
+        self.failed += 1;
+        self.first_error.get_or_insert_with(error);
+    }
+}
+
+/// The gRPC endpoint of a server's internal address.
+pub fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect_timeout(Duration::from_secs(5)))
+}
+
+/// `n` (at least one) HTTP/2 connections to `endpoint`, at `addr`.
+pub async fn channels(endpoint: &Endpoint, addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        channels.push(endpoint.connect().await.with_context(|| format!("gRPC connect to {addr}"))?);
+    }
+    Ok(channels)
 }
 
 /// The gRPC side of the benchmark: one HTTP/2 connection per stream, so the
@@ -108,20 +126,13 @@ impl Producer {
         message_bytes: usize,
         shared: Arc<Shared>,
     ) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(format!("http://{internal}"))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(8 << 20));
-        let mut channels = Vec::with_capacity(streams);
-        for _ in 0..streams.max(1) {
-            channels.push(endpoint.connect().await.with_context(|| format!("gRPC connect to {internal}"))?);
-        }
+        let pushing =
+            endpoint(internal)?.initial_stream_window_size(Some(4 << 20)).initial_connection_window_size(Some(8 << 20));
+        let channels = channels(&pushing, internal, streams).await?;
         let observer = if observed == internal {
             channels[0].clone()
         } else {
-            let endpoint = Endpoint::from_shared(format!("http://{observed}"))?.connect_timeout(Duration::from_secs(5));
-            endpoint.connect().await.with_context(|| format!("gRPC connect to {observed}"))?
+            endpoint(observed)?.connect().await.with_context(|| format!("gRPC connect to {observed}"))?
         };
         let padding = "x".repeat(message_bytes.saturating_sub(STAMP_DIGITS)).into();
         let users = (0..users).map(|i| format!("u{i}")).collect();

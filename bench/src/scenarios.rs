@@ -20,14 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use pushgate::proto::push_service_client::PushServiceClient;
 use pushgate::proto::{PushRequest, push_request};
-use tonic::transport::Endpoint;
 
 use crate::Args;
 use crate::compare::{Server, spawn};
 use crate::fleet::{self, EVENT, Mode, STAMP_DIGITS, Shared};
 use crate::http_push::{self, HttpLoad};
-use crate::phases::{Phase, measure};
-use crate::producer::{Producer, Tally};
+use crate::phases::{Phase, measure, wait_registered};
+use crate::producer::{Producer, Tally, endpoint};
 use crate::report::Measured;
 use crate::target::Target;
 
@@ -126,12 +125,8 @@ pub async fn fleet_on(
     fleet::open_users(target.public, args.connections, users, args.connect_concurrency, mode, &shared).await?;
     let producer =
         Producer::connect(target.internal, target.internal, 1, users, args.message_bytes, Arc::clone(&shared)).await?;
-    let give_up = Instant::now() + Duration::from_secs(30);
-    while producer.stats().await?.connections < args.connections as u64 {
-        if Instant::now() > give_up {
-            return Err(anyhow!("{server} did not count {} registered connections in 30 s", args.connections));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if let Some(note) = wait_registered(&producer, args.connections).await? {
+        return Err(anyhow!("{server}: {note}"));
     }
     Ok((target, shared, producer))
 }
@@ -154,7 +149,7 @@ async fn one_user(
     shared: &Shared,
     makespan: &mut Makespan,
 ) -> anyhow::Result<Tally> {
-    let channel = Endpoint::from_shared(format!("http://{internal}"))?.tcp_nodelay(true).connect().await?;
+    let channel = endpoint(internal)?.connect().await?;
     let mut client = PushServiceClient::new(channel);
     let padding = "x".repeat(args.message_bytes.saturating_sub(STAMP_DIGITS));
     let mut tally = Tally::default();

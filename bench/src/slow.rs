@@ -108,15 +108,8 @@ async fn one_run(
     let feeder = Arc::new(producer.retarget(users, section.feed_bytes, Arc::clone(&shared)));
     let secs = args.load_duration.as_secs_f64();
     let deadline = Instant::now() + (args.load_duration * 2).min(args.duration_cap);
-    let paced = |pushes: f64, rate: f64| Load {
-        pushes: pushes as u64,
-        burst: 1,
-        rate: Some(rate),
-        deadline,
-        window: args.window,
-    };
-    let base = paced(section.rate * secs, section.rate);
-    let feed = paced(section.feed_rate * secs, section.feed_rate);
+    let base = Load::paced(args, section.rate, secs, deadline);
+    let feed = Load::paced(args, section.feed_rate, secs, deadline);
     let before = metrics::scrape(target.internal).await;
     let mut feed_tally = Tally::default();
     let work = async {

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Floor;
+use crate::http1::{head_end, header};
 
 /// Requests taken from a `PushStream` at once, when that many are ready.
 const BATCH: usize = 64;
@@ -187,11 +188,7 @@ async fn http1(mut stream: TcpStream, floor: &Floor) -> io::Result<()> {
     loop {
         let Some(head_end) = read_until_head(&mut stream, &mut buf).await? else { return Ok(()) };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(0);
+        let length: usize = header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
         while buf.len() < head_end + length {
             if read_more(&mut stream, &mut buf).await? == 0 {
                 return Ok(());
@@ -207,11 +204,7 @@ async fn http1(mut stream: TcpStream, floor: &Floor) -> io::Result<()> {
             _ => response("404 Not Found", ""),
         };
         stream.write_all(answer.as_bytes()).await?;
-        let close = head.lines().any(|l| {
-            l.split_once(':')
-                .is_some_and(|(k, v)| k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close"))
-        });
-        if close {
+        if header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
             return Ok(());
         }
         buf.drain(..head_end + length);
@@ -229,8 +222,8 @@ fn response(status: &str, body: &str) -> String {
 /// `None` when the client closed between requests.
 async fn read_until_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
     loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok(Some(at + 4));
+        if let Some(end) = head_end(buf) {
+            return Ok(Some(end));
         }
         if buf.len() > 64 << 10 {
             return Err(io::ErrorKind::InvalidData.into());

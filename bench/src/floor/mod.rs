@@ -29,15 +29,17 @@ mod internal;
 mod public;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::{BuildHasher as _, RandomState};
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Parser;
+use pushgate::core::delivery::unix_ms;
 use tokio::net::TcpStream;
 
 /// How long a write may wait for a socket that does not drain before the
@@ -251,13 +253,13 @@ impl Encoded {
 impl Frames {
     fn encode(event: &str, first_seq: u64, messages: &[&str], targets: &[&Arc<Conn>]) -> Self {
         let mut frames = Self { envelope: Encoded::default(), compat: Encoded::default() };
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let ts = unix_ms();
         if targets.iter().any(|c| c.envelope) {
             let mut json = String::new();
             for (i, m) in messages.iter().enumerate() {
                 json.clear();
                 let seq = first_seq + i as u64;
-                json.push_str(&format!(r#"{{"type":"push","event":"{event}","seq":{seq},"ts":{ts},"data":""#));
+                let _ = write!(json, r#"{{"type":"push","event":"{event}","seq":{seq},"ts":{ts},"data":""#);
                 push_json_str(&mut json, m);
                 json.push_str("\"}");
                 frames.envelope.push(json.as_bytes());
@@ -329,7 +331,9 @@ fn push_json_str(out: &mut String, s: &str) {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
             c => out.push(c),
         }
     }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::{Conn, Floor, put_text_frame};
+use crate::http1::header;
 
 /// Longest upgrade request head read.
 const MAX_HEAD: usize = 8192;
@@ -62,19 +63,14 @@ async fn upgrade(mut stream: TcpStream, floor: &Floor) -> io::Result<Option<Regi
     let head = read_head(&mut stream).await?;
     let head = String::from_utf8_lossy(&head);
     let path = head.split_whitespace().nth(1).unwrap_or("");
-    let header = |name: &str| {
-        head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    };
-    let Some(key) = header("sec-websocket-key").filter(|_| path.starts_with("/ws")) else {
+    let Some(key) = header(&head, "sec-websocket-key").filter(|_| path.starts_with("/ws")) else {
         let status = if path == "/readyz" { "200 OK" } else { "404 Not Found" };
         let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         stream.write_all(answer.as_bytes()).await?;
         return Ok(None);
     };
-    let envelope = header("sec-websocket-protocol").is_some_and(|p| p.split(',').any(|p| p.trim() == "pushgate.v1"));
+    let envelope =
+        header(&head, "sec-websocket-protocol").is_some_and(|p| p.split(',').any(|p| p.trim() == "pushgate.v1"));
     let protocol = if envelope { "Sec-WebSocket-Protocol: pushgate.v1\r\n" } else { "" };
     let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n{protocol}\r\n",
