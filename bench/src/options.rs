@@ -24,9 +24,10 @@ pub struct PhaseOptions {
     #[arg(long, default_value_t = 65_536)]
     pub slow_message_bytes: usize,
     /// P10: pushes per second to each slow consumer's user. The default
-    /// (1.6 MiB/s) overflows a stalled connection within about 3 s: its
-    /// 256 KiB send queue plus the up to 4 MiB a loopback socket's kernel
-    /// buffers take first.
+    /// (1.6 MiB/s) overflows a stalled connection within a second: its
+    /// 256 KiB send queue plus what the kernel buffers take first (the
+    /// gateway's `--socket-send-buffer`, doubled, and the client's receive
+    /// buffer; up to 4 MiB with `--socket-send-buffer 0`).
     #[arg(long, default_value_t = 25.0)]
     pub slow_rate: f64,
     /// After the phases, measure P1 again on a fresh single-node gateway
