@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use error::{ApiError, Code};
 
 use crate::core::hub::{MAX_REQUEST_ID_BYTES, MAX_USER_ID_BYTES, check_length};
-use crate::core::{Broker, Control, Hub, Payload, Published, Push, PushError, validate_event};
+use crate::core::{Broker, Control, Hub, Payload, Pending, Published, Push, PushError, validate_event, write_through};
 use crate::proto::{
     BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, OnlineReply, OnlineRequest, PushBatchReply,
     PushBatchRequest, PushReply, PushRequest, StatsReply, StatsRequest, broadcast_request, push_request,
@@ -61,9 +61,12 @@ pub fn max_batch_bytes(hub: &Hub) -> usize {
 
 /// Publishes one core push: the one place every producer path (gRPC, the
 /// `/v1` mirror, wserver's `/push`) validates and publishes. Costs one broker
-/// publish; never waits on a connection.
-pub async fn publish(node: &Node, push: Push) -> Result<Published, ApiError> {
-    node.broker.publish(push).await.map_err(|e| refused("push", e))
+/// publish; never waits on a connection. A broker that fans out on this node
+/// at once (the in-process one) does so inside a
+/// [`write_through`](crate::core::write_through) run: the frames are written
+/// to idle connections from this thread, without waking their tasks.
+pub fn publish(node: &Node, push: Push) -> Pending<'_, Result<Published, ApiError>> {
+    write_through(|| node.broker.publish(push)).map(|published| published.map_err(|e| refused("push", e)))
 }
 
 /// `Push`: queues one message to the user's connections subscribed to its
@@ -76,16 +79,17 @@ pub async fn push(node: &Node, mut request: PushRequest) -> Result<PushReply, Ap
 
 /// One push of a `PushStream` or `PushBatch`: like [`push`], but a failure
 /// becomes the reply's `error` (with the request id echoed, unless it is the
-/// id that is too long) instead of ending the call.
-pub async fn push_reply(node: &Node, mut request: PushRequest) -> PushReply {
+/// id that is too long) instead of ending the call. The reply is ready at
+/// once when the broker answers at once.
+pub fn push_reply(node: &Node, mut request: PushRequest) -> Pending<'_, PushReply> {
     let request_id = std::mem::take(&mut request.request_id);
     if let Err(e) = check_request_id("push", &request_id) {
-        return PushReply { error: Some(e.to_proto()), ..Default::default() };
+        return Pending::ready(PushReply { error: Some(e.to_proto()), ..Default::default() });
     }
-    match publish(node, to_push(request)).await {
+    publish(node, to_push(request)).map(|published| match published {
         Ok(published) => reply(published, request_id),
         Err(e) => PushReply { request_id, error: Some(e.to_proto()), ..Default::default() },
-    }
+    })
 }
 
 /// Refuses a `request_id` over [`MAX_REQUEST_ID_BYTES`]: the gateway echoes

@@ -35,6 +35,25 @@ impl<'a, T> Pending<'a, T> {
     pub fn waiting(future: impl Future<Output = T> + Send + 'a) -> Self {
         Pending::Waiting(Box::pin(future))
     }
+
+    /// The answer if it is here already, else `self` to wait on.
+    pub fn now(self) -> Result<T, Self> {
+        match self {
+            Pending::Ready(Some(value)) => Ok(value),
+            other => Err(other),
+        }
+    }
+
+    /// The answer turned by `f`, without waiting when it is here already.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'a) -> Pending<'a, U>
+    where
+        T: 'a,
+    {
+        match self {
+            Pending::Ready(value) => Pending::Ready(value.map(f)),
+            Pending::Waiting(future) => Pending::waiting(async move { f(future.await) }),
+        }
+    }
 }
 
 // `Ready`'s value is moved out, never pinned, and `Waiting` is a pinned box

@@ -16,6 +16,17 @@ use super::close::CloseCode;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The push→write histogram of [`Metrics`], shared.
+#[derive(Clone, Debug)]
+pub struct WriteLatency(Histogram);
+
+impl WriteLatency {
+    /// Records the time from a push's acceptance to its write.
+    pub fn written(&self, latency: Duration) {
+        self.0.observe(latency.as_secs_f64());
+    }
+}
+
 /// Why a delivery was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -254,6 +265,12 @@ impl Metrics {
     /// Records the time from a push's acceptance to its write.
     pub fn written(&self, latency: Duration) {
         self.write_latency.observe(latency.as_secs_f64());
+    }
+
+    /// A handle on the push→write histogram for writers that do not reach
+    /// the hub (a producer's thread writing through a connection's wire).
+    pub fn write_latency(&self) -> WriteLatency {
+        WriteLatency(self.write_latency.clone())
     }
 
     pub(crate) fn joined(&self, events: usize, first_of_user: bool) {

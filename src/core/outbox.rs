@@ -1,16 +1,20 @@
 //! A connection's bounded send queue. Producers (the hub) push into it without
 //! ever waiting; the connection's one writer task drains everything queued in
-//! one go and writes it with a single flush.
+//! one go and writes it with a single flush. While that task is idle, a
+//! fan-out inside [`write_through`](super::wire::write_through) writes what it
+//! queued to the socket itself (see [`super::wire`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
 use super::close::{CloseCode, CloseReason};
 use super::delivery::Delivery;
+use super::wire::{self, Wire, Wrote};
 
 /// What a connection does when its queue would pass its byte cap
 /// (`--slow-policy`; see docs/protocol.md, "Slow consumers").
@@ -59,14 +63,37 @@ pub struct Drained {
     pub ping: bool,
     /// After writing the drained deliveries, close with this reason.
     pub close: Option<CloseReason>,
+    /// The tail of a frame the producer's thread wrote only in part: write
+    /// it before anything else.
+    pub rest: Option<Bytes>,
 }
 
-#[derive(Debug)]
 struct Queue {
     items: VecDeque<Arc<Delivery>>,
     bytes: usize,
     close: Option<CloseReason>,
     heartbeat: Heartbeat,
+    /// How a producer's thread writes to the socket, for a connection that has one.
+    wire: Option<Box<dyn Wire>>,
+    /// The connection's task is idle and has written everything: the wire
+    /// may be used. Cleared by the task before it writes anything.
+    wire_free: bool,
+    /// A run of [`wire::write_through`] will write what is queued.
+    deferred: bool,
+    /// See [`Drained::rest`].
+    rest: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("items", &self.items.len())
+            .field("bytes", &self.bytes)
+            .field("close", &self.close)
+            .field("wire", &self.wire.is_some())
+            .field("wire_free", &self.wire_free)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection's bounded queue of deliveries plus its control signals
@@ -84,7 +111,16 @@ impl Outbox {
     /// An empty outbox holding at most `cap_bytes` of queued deliveries.
     pub fn new(cap_bytes: usize, policy: SlowPolicy) -> Self {
         Self {
-            queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, close: None, heartbeat: Heartbeat::Idle }),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+                close: None,
+                heartbeat: Heartbeat::Idle,
+                wire: None,
+                wire_free: false,
+                deferred: false,
+                rest: None,
+            }),
             waker: AtomicWaker::new(),
             cap_bytes,
             policy,
@@ -99,8 +135,10 @@ impl Outbox {
     }
 
     /// Queues `delivery` without waiting. Applies the slow-consumer policy
-    /// when the queue would pass its cap.
-    pub fn offer(&self, delivery: Arc<Delivery>) -> Offer {
+    /// when the queue would pass its cap. Inside a run of
+    /// [`wire::write_through`], a connection whose task is idle is written
+    /// at the run's end instead of woken.
+    pub fn offer(self: &Arc<Self>, delivery: Arc<Delivery>) -> Offer {
         let cost = delivery.queue_cost();
         let mut q = self.lock();
         if q.close.is_some() {
@@ -131,14 +169,73 @@ impl Outbox {
         q.bytes += cost;
         q.items.push_back(delivery);
         let was_empty = q.items.len() == 1;
+        if q.wire_free && !q.deferred {
+            q.deferred = wire::defer(self);
+        }
+        let deferred = q.wire_free && q.deferred;
         drop(q);
         if dropped > 0 {
             self.dropped.fetch_add(u64::from(dropped), Ordering::Relaxed);
         }
-        if was_empty {
+        if was_empty && !deferred {
             self.waker.wake();
         }
         Offer::Queued { dropped }
+    }
+
+    /// Lets a producer's thread write to the connection's socket through
+    /// `wire` whenever the connection's task is idle.
+    pub fn attach_wire(&self, wire: Box<dyn Wire>) {
+        self.lock().wire = Some(wire);
+    }
+
+    /// Stops the writes through the wire for good (the connection ends).
+    pub fn detach_wire(&self) {
+        let mut q = self.lock();
+        q.wire = None;
+        q.wire_free = false;
+    }
+
+    /// The connection's task is about to write: no producer's thread writes
+    /// to its socket until it is idle again. Returns the tail of a frame the
+    /// wire cut short, to be written first.
+    pub fn hold_wire(&self) -> Option<Bytes> {
+        let mut q = self.lock();
+        q.wire_free = false;
+        q.rest.take()
+    }
+
+    /// The end of a run of [`wire::write_through`] that queued here: writes
+    /// everything queued if the connection's task is idle. What the socket
+    /// does not take is left to the task, woken for it.
+    pub(super) fn write_through(&self) {
+        let mut guard = self.lock();
+        let q = &mut *guard;
+        q.deferred = false;
+        if !q.wire_free || q.close.is_some() || q.items.is_empty() {
+            // The task holds the socket (and is running) or is closing
+            // (and was woken): it writes what is queued.
+            return;
+        }
+        let Some(wire) = &q.wire else { return };
+        match wire.write(q.items.make_contiguous()) {
+            Wrote::All => {
+                q.items.clear();
+                q.bytes = 0;
+                if q.items.capacity() > 64 {
+                    q.items = VecDeque::new();
+                }
+            }
+            Wrote::Part { frames, rest } => {
+                let taken = frames + usize::from(rest.is_some());
+                let freed: usize = q.items.drain(..taken).map(|d| d.queue_cost()).sum();
+                q.bytes -= freed;
+                q.rest = rest;
+                q.wire_free = false;
+                drop(guard);
+                self.waker.wake();
+            }
+        }
     }
 
     /// Asks the writer to close with `reason` after what is already queued.
@@ -161,23 +258,28 @@ impl Outbox {
 
     /// Moves every queued delivery into `into` and reports the control
     /// signals. Registers `cx`'s waker first, so an offer racing with this call
-    /// always wakes the writer again. `Poll::Pending` when there is nothing.
-    pub fn poll_drain(&self, cx: &mut Context<'_>, into: &mut Vec<Arc<Delivery>>) -> Poll<Drained> {
+    /// always wakes the writer again. `Poll::Pending` when there is nothing;
+    /// then, if the writer is `idle` (it has written everything), a
+    /// producer's thread may write to the socket until the writer takes it
+    /// back ([`Outbox::hold_wire`], or a `Ready` from here).
+    pub fn poll_drain(&self, cx: &mut Context<'_>, into: &mut Vec<Arc<Delivery>>, idle: bool) -> Poll<Drained> {
         self.waker.register(cx.waker());
         let mut q = self.lock();
         let ping = q.heartbeat == Heartbeat::PingDue;
         if ping {
             q.heartbeat = Heartbeat::Awaiting;
         }
-        if q.items.is_empty() && q.close.is_none() && !ping {
+        if q.items.is_empty() && q.close.is_none() && !ping && q.rest.is_none() {
+            q.wire_free = idle && q.wire.is_some();
             return Poll::Pending;
         }
+        q.wire_free = false;
         into.extend(q.items.drain(..));
         q.bytes = 0;
         if q.items.capacity() > 64 {
             q.items = VecDeque::new(); // give a burst's memory back when idle
         }
-        Poll::Ready(Drained { ping, close: q.close.clone() })
+        Poll::Ready(Drained { ping, close: q.close.clone(), rest: q.rest.take() })
     }
 
     /// Registers `cx`'s waker like [`Outbox::poll_drain`] but takes nothing:

@@ -18,7 +18,7 @@ fn text(user: &str, event: &str, msg: &str) -> Push {
 fn drain(outbox: &Outbox) -> (Vec<Arc<Delivery>>, Drained) {
     let mut cx = Context::from_waker(Waker::noop());
     let mut items = Vec::new();
-    match outbox.poll_drain(&mut cx, &mut items) {
+    match outbox.poll_drain(&mut cx, &mut items, false) {
         Poll::Ready(d) => (items, d),
         Poll::Pending => (items, Drained::default()),
     }

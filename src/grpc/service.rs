@@ -4,11 +4,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::{Stream, StreamExt as _};
+use futures_util::{Stream, StreamExt as _, stream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::decode_limits::over_limit;
 use crate::api::{self, ApiError, Code, Node};
+use crate::core::{Pending, write_through};
 use crate::proto::push_service_server::PushService;
 use crate::proto::{
     BroadcastReply, BroadcastRequest, DisconnectReply, DisconnectRequest, OnlineReply, OnlineRequest, PushBatchReply,
@@ -25,6 +26,48 @@ impl NodePushService {
     /// A service pushing through `node`.
     pub(super) fn new(node: Arc<Node>) -> Self {
         Self { node }
+    }
+}
+
+/// Requests of a `PushStream` published as one run at most.
+const STREAM_RUN: usize = 64;
+
+/// Where a run of a stream's requests stopped.
+enum Stop<'a> {
+    /// Every request of the run is answered, or the stream failed.
+    End,
+    /// The broker answers this one later: wait for it, then go on.
+    Wait(Pending<'a, PushReply>),
+}
+
+/// Publishes a run of a stream's requests, in order. Those the broker takes
+/// at once (the in-process broker: all of them) are fanned out in one
+/// [`write_through`] run, so a connection several of them reach gets them
+/// in one write, and an idle one is written from this task.
+async fn push_run(node: &Node, run: Vec<Result<PushRequest, Status>>) -> Vec<Result<PushReply, Status>> {
+    let mut replies = Vec::with_capacity(run.len());
+    let mut requests = run.into_iter();
+    loop {
+        let stop = write_through(|| {
+            for next in requests.by_ref() {
+                let request = match next {
+                    Ok(request) => request,
+                    Err(status) => {
+                        replies.push(Err(over_limit(status)));
+                        return Stop::End;
+                    }
+                };
+                match api::push_reply(node, request).now() {
+                    Ok(reply) => replies.push(Ok(reply)),
+                    Err(waiting) => return Stop::Wait(waiting),
+                }
+            }
+            Stop::End
+        });
+        match stop {
+            Stop::Wait(waiting) => replies.push(Ok(waiting.await)),
+            Stop::End => return replies,
+        }
     }
 }
 
@@ -50,23 +93,19 @@ impl PushService for NodePushService {
 
     type PushStreamStream = Replies;
 
-    /// Maps the request stream lazily: a request is read (and pushed) only
-    /// when the transport asks for the next reply, so a producer that stops
+    /// Maps the request stream lazily: requests are read (and pushed) only
+    /// when the transport asks for the next reply — at most [`STREAM_RUN`]
+    /// of those already received at a time — so a producer that stops
     /// reading replies is held back by HTTP/2 flow control. A transport or
     /// decode error on the request stream ends the reply stream with it (an
     /// oversized request as RESOURCE_EXHAUSTED).
     async fn push_stream(&self, request: Request<Streaming<PushRequest>>) -> Result<Response<Replies>, Status> {
         let node = Arc::clone(&self.node);
-        let replies = request.into_inner().then(move |next| {
+        let replies = request.into_inner().ready_chunks(STREAM_RUN).then(move |run| {
             let node = Arc::clone(&node);
-            async move {
-                match next {
-                    Ok(request) => Ok(api::push_reply(&node, request).await),
-                    Err(status) => Err(over_limit(status)),
-                }
-            }
+            async move { stream::iter(push_run(&node, run).await) }
         });
-        Ok(Response::new(Box::pin(replies)))
+        Ok(Response::new(Box::pin(replies.flatten())))
     }
 
     async fn push_batch(&self, request: Request<PushBatchRequest>) -> Result<Response<PushBatchReply>, Status> {

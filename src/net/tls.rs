@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -81,6 +81,44 @@ pub fn acceptor(files: &TlsFiles, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsErro
 pub enum Socket {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Plain TCP that another owner may also write to without waiting
+    /// (a producer's thread writing to an idle WebSocket, see [`Socket::share`]).
+    Shared(Arc<TcpStream>),
+}
+
+impl Socket {
+    /// A plain socket becomes shared, with a second handle for non-blocking
+    /// writes from elsewhere; a TLS one stays as it is (its bytes can only
+    /// go through its own session) and gives no handle.
+    pub fn share(self) -> (Socket, Option<Arc<TcpStream>>) {
+        match self {
+            Socket::Plain(stream) => {
+                let stream = Arc::new(stream);
+                (Socket::Shared(Arc::clone(&stream)), Some(stream))
+            }
+            other => (other, None),
+        }
+    }
+}
+
+/// Runs a non-blocking `io` call on `stream` once it is ready for
+/// `interest`, as tokio's own `TcpStream` methods do for an owned stream.
+fn poll_shared<T>(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    interest: tokio::io::Interest,
+    mut io: impl FnMut(&TcpStream) -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        let ready = if interest.is_readable() { stream.poll_read_ready(cx) } else { stream.poll_write_ready(cx) };
+        if let Err(e) = ready!(ready) {
+            return Poll::Ready(Err(e));
+        }
+        match io(stream) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
+    }
 }
 
 /// Completes the TLS handshake when `acceptor` is set, within `timeout`.
@@ -104,6 +142,13 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Socket::Shared(s) => {
+                let read = ready!(poll_shared(s, cx, tokio::io::Interest::READABLE, |s| {
+                    s.try_read(buf.initialize_unfilled())
+                }))?;
+                buf.advance(read);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -113,6 +158,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Socket::Shared(s) => poll_shared(s, cx, tokio::io::Interest::WRITABLE, |s| s.try_write(buf)),
         }
     }
 
@@ -124,6 +170,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Socket::Shared(s) => poll_shared(s, cx, tokio::io::Interest::WRITABLE, |s| s.try_write_vectored(bufs)),
         }
     }
 
@@ -131,6 +178,7 @@ impl AsyncWrite for Socket {
         match self {
             Socket::Plain(s) => s.is_write_vectored(),
             Socket::Tls(s) => s.is_write_vectored(),
+            Socket::Shared(s) => s.is_write_vectored(),
         }
     }
 
@@ -138,6 +186,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Socket::Shared(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -145,6 +194,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Socket::Shared(s) => Poll::Ready(socket2::SockRef::from(&**s).shutdown(std::net::Shutdown::Write)),
         }
     }
 }

@@ -9,7 +9,10 @@
 //! under the queue cap and the slow-consumer policy — but it is still watched
 //! for a close, and the socket is still read, so neither a close from the hub
 //! nor one from the client goes unnoticed. Pings and pong timeouts come from
-//! the hub's one heartbeat task through the outbox. Only a connection whose
+//! the hub's one heartbeat task through the outbox. While the loop waits with
+//! everything written, a producer's thread may write deliveries to a plain
+//! TCP socket itself (`core::wire`); the loop takes the socket back before it
+//! writes anything of its own. Only a connection whose
 //! token expires holds a timer (boxed, so the others pay one pointer): it
 //! closes with 4002 at the expiry unless a refresh moved it.
 
@@ -26,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::protocol::{self, BadRequest, ClientMessage, Register};
 use super::register::{Membership, Reply, add_events, check_allowed, kind, refused_token};
 use super::session::{End, Incoming, Session};
+use super::wire::SocketWire;
 use super::{Mode, envelope};
 use crate::core::{CloseCode, Delivery, Drained};
 
@@ -54,14 +58,20 @@ struct Live<'c, 'a> {
 /// Runs a joined connection until it ends; the membership is dropped (the
 /// connection leaves the hub) on return.
 pub(super) async fn run(conn: &mut Session<'_>, member: Membership) -> End {
+    if let Some(tcp) = &conn.tcp {
+        let latency = conn.ctx.hub.metrics().write_latency();
+        member.outbox.attach_wire(Box::new(SocketWire::new(Arc::clone(tcp), conn.mode, latency)));
+    }
     let mut live = Live { conn, member, batch: Vec::new(), expiry: None };
-    loop {
+    let end = loop {
         live.arm_expiry();
         let step = poll_fn(|cx| live.poll_step(cx)).await;
         if let Err(end) = live.handle(step).await {
-            return end;
+            break end;
         }
-    }
+    };
+    live.member.outbox.detach_wire();
+    end
 }
 
 impl Live<'_, '_> {
@@ -78,7 +88,19 @@ impl Live<'_, '_> {
         });
     }
 
+    /// The next step; any but a drained batch (which took the socket back
+    /// itself) first takes the socket back from the producers' threads.
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let step = self.poll_next_step(cx);
+        if matches!(step, Poll::Ready(ref step) if !matches!(step, Step::Drained(_))) {
+            if let Some(rest) = self.member.outbox.hold_wire() {
+                self.conn.resume_cut(rest);
+            }
+        }
+        step
+    }
+
+    fn poll_next_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         if let Some((_, timer)) = &mut self.expiry {
             if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Step::Expired);
@@ -90,7 +112,8 @@ impl Live<'_, '_> {
         if self.conn.unflushed {
             return self.member.outbox.poll_closing(cx).map(|()| Step::Closing);
         }
-        self.member.outbox.poll_drain(cx, &mut self.batch).map(Step::Drained)
+        // Everything is written: the socket may be lent while this waits.
+        self.member.outbox.poll_drain(cx, &mut self.batch, true).map(Step::Drained)
     }
 
     async fn handle(&mut self, step: Step) -> Result<(), End> {
@@ -106,7 +129,7 @@ impl Live<'_, '_> {
             }
             Step::Drained(drained) => self.write(drained),
             Step::Closing => {
-                let drained = poll_fn(|cx| self.member.outbox.poll_drain(cx, &mut self.batch)).await;
+                let drained = poll_fn(|cx| self.member.outbox.poll_drain(cx, &mut self.batch, false)).await;
                 self.write(drained)
             }
             Step::Expired => Err(CloseCode::TokenExpired.into()),
@@ -116,7 +139,10 @@ impl Live<'_, '_> {
     /// Queues what was drained; the next turn flushes it in one write. The
     /// push→write latency is observed once per batch, for its oldest
     /// delivery (the histogram takes a lock; once per write keeps it cheap).
-    fn write(&mut self, drained: Drained) -> Result<(), End> {
+    fn write(&mut self, mut drained: Drained) -> Result<(), End> {
+        if let Some(rest) = drained.rest.take() {
+            self.conn.resume_cut(rest);
+        }
         if let Some(oldest) = self.batch.first() {
             self.conn.ctx.hub.metrics().written(oldest.accepted.elapsed());
         }

@@ -27,6 +27,7 @@ mod origin;
 mod protocol;
 mod register;
 mod session;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

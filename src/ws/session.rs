@@ -8,7 +8,11 @@
 //! flushes; what does not fit waits in the session's backlog as the frames
 //! themselves, which share their bytes with the delivery (no copy). So a
 //! blocked socket pins at most one budget of copied bytes, and a slow
-//! consumer's close frame skips the backlog. The write buffer also has a
+//! consumer's close frame skips the backlog. While the session is idle a
+//! producer's thread may write deliveries to a plain TCP socket itself
+//! (`core::wire`); the tail of a frame it could write only in part comes back
+//! as [`Session::resume_cut`] and is written before anything else. The write
+//! buffer also has a
 //! hard cap (`max_write_buffer_size`): tungstenite queues a pong for every
 //! ping it reads, on its own, and would otherwise buffer them without limit.
 //!
@@ -24,11 +28,15 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use futures_util::{FutureExt, Sink, StreamExt};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -111,6 +119,12 @@ pub(super) struct Session<'a> {
     pub ws: Ws,
     pub mode: Mode,
     pub id: ConnId,
+    /// A second handle on a plain TCP socket, for writes from a producer's
+    /// thread while the session is idle; `None` over TLS.
+    pub tcp: Option<Arc<TcpStream>>,
+    /// The tail of a frame a producer's thread wrote only in part: written
+    /// before anything else, straight to the socket.
+    cut: Option<Bytes>,
     /// Frames were queued since the last completed flush.
     pub unflushed: bool,
     strikes: u8,
@@ -131,12 +145,14 @@ impl Drop for Session<'_> {
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a WsContext, ws: Ws, mode: Mode, id: ConnId) -> Self {
+    fn new(ctx: &'a WsContext, (ws, tcp): (Ws, Option<Arc<TcpStream>>), mode: Mode, id: ConnId) -> Self {
         Session {
             ctx,
             ws,
             mode,
             id,
+            tcp,
+            cut: None,
             unflushed: false,
             strikes: 0,
             backlog: VecDeque::new(),
@@ -157,7 +173,8 @@ impl Session<'_> {
     /// the live loop keeps watching the socket and the outbox meanwhile.
     pub(super) fn queue(&mut self, message: Message) -> Result<(), End> {
         self.unflushed = true;
-        if self.backlog.is_empty() && self.fits(message.len()) {
+        // tungstenite may write as it takes a frame: not before a cut frame's tail.
+        if self.cut.is_none() && self.backlog.is_empty() && self.fits(message.len()) {
             match self.hand(message)? {
                 None => return Ok(()),
                 Some(refused) => return self.keep(refused),
@@ -242,9 +259,31 @@ impl Session<'_> {
         data
     }
 
+    /// Takes back the tail of a frame a producer's thread wrote only in
+    /// part (`core::wire`): it goes out before anything else. Only ever
+    /// given while nothing else is waiting to be written.
+    pub(super) fn resume_cut(&mut self, rest: Bytes) {
+        self.cut = Some(rest);
+        self.unflushed = true;
+    }
+
+    /// Writes a cut frame's tail straight to the socket (tungstenite's buffer
+    /// is empty then: the socket was only lent while it was).
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        while let Some(rest) = &mut self.cut {
+            match ready!(Pin::new(self.ws.get_mut()).poll_write(cx, rest)) {
+                Ok(0) | Err(_) => return Poll::Ready(Err(End::Gone)),
+                Ok(n) if n == rest.len() => self.cut = None,
+                Ok(n) => rest.advance(n),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Writes out everything queued: `Ready(Ok)` once the backlog is empty
     /// and tungstenite's buffer flushed.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        ready!(self.poll_cut(cx))?;
         loop {
             self.hand_over()?;
             if let Err(error) = ready!(Pin::new(&mut self.ws).poll_flush(cx)) {
@@ -283,7 +322,8 @@ impl Session<'_> {
             }
         }
         let blocked = self.unflushed;
-        if blocked && self.reads_while_blocked >= MAX_READS_WHILE_BLOCKED {
+        // Reading may have tungstenite write a pong: not before a cut frame's tail.
+        if blocked && (self.reads_while_blocked >= MAX_READS_WHILE_BLOCKED || self.cut.is_some()) {
             return Poll::Pending;
         }
         let item = ready!(self.ws.poll_next_unpin(cx));
@@ -378,8 +418,8 @@ pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
     let Accepted { upgrade, mode, identity, slot } = accepted;
     // `open` and `finish` are boxed: their state exists only at the start
     // and the end, and inline it would be part of every idle connection's task.
-    let Some(ws) = Box::pin(open(upgrade, ctx)).await else { return };
-    let mut conn = Session::new(ctx, ws, mode, id);
+    let Some(socket) = Box::pin(open(upgrade, ctx)).await else { return };
+    let mut conn = Session::new(ctx, socket, mode, id);
     let end = match slot {
         // Counted while the session runs; released before the close linger.
         Some(_slot) => serve(&mut conn, identity).await,
@@ -410,8 +450,9 @@ fn largest_frame(ctx: &WsContext) -> usize {
     push.max(registered) + 1024
 }
 
-/// Takes the upgraded TCP stream back from hyper and wraps it.
-async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws> {
+/// Takes the upgraded TCP stream back from hyper and wraps it; a plain TCP
+/// stream is shared, its second handle returned.
+async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<(Ws, Option<Arc<TcpStream>>)> {
     let upgraded = match upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
@@ -433,12 +474,13 @@ async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<Ws>
         .max_write_buffer_size(WRITE_BUDGET + largest_frame(ctx))
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let stream = parts.io.into_inner();
-    Some(if parts.read_buf.is_empty() {
+    let (stream, tcp) = parts.io.into_inner().share();
+    let ws = if parts.read_buf.is_empty() {
         WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
     } else {
         WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, Some(config)).await
-    })
+    };
+    Some((ws, tcp))
 }
 
 /// Ends the session: sends the close frame (after everything already

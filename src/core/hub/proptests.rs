@@ -205,7 +205,7 @@ fn added(have: &[usize], new: &[usize]) -> Vec<usize> {
 fn drain(outbox: &Outbox) -> (Vec<Arc<Delivery>>, Option<CloseCode>) {
     let mut cx = Context::from_waker(Waker::noop());
     let mut items = Vec::new();
-    match outbox.poll_drain(&mut cx, &mut items) {
+    match outbox.poll_drain(&mut cx, &mut items, false) {
         Poll::Ready(d) => (items, d.close.map(|c| c.code)),
         Poll::Pending => (items, None),
     }
