@@ -315,3 +315,106 @@ fn pushes_numbered_by_a_broker_arrive_in_order_and_resume_from_the_hub() {
     assert_eq!(hub.deliver(&u, numbered(1, &fresh)), Arrival::Delivered(0));
     assert_eq!(replay(8, 4), (vec![], false), "seq 8 belonged to the old stream");
 }
+
+/// A wire that records what it is given and takes at most `room` whole
+/// deliveries, then cuts the next one short.
+#[derive(Default)]
+struct TestWire {
+    room: std::sync::Mutex<usize>,
+    written: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Wire for Arc<TestWire> {
+    fn write(&self, deliveries: &[Arc<Delivery>]) -> Wrote {
+        let mut room = self.room.lock().expect("room");
+        let whole = deliveries.len().min(*room);
+        *room -= whole;
+        self.written.lock().expect("written").extend(deliveries[..whole].iter().filter_map(|d| d.seq));
+        if whole == deliveries.len() {
+            return Wrote::All;
+        }
+        Wrote::Part { frames: whole, rest: Some(bytes::Bytes::from_static(b"tail")) }
+    }
+}
+
+fn woken_flag() -> (Arc<std::sync::atomic::AtomicBool>, Waker) {
+    struct Flag(Arc<std::sync::atomic::AtomicBool>);
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (Arc::clone(&flag), Waker::from(Arc::new(Flag(flag))))
+}
+
+/// Write-through: an idle connection is written from the fan-out's thread
+/// at the end of the run, without waking its task; one its task holds, or
+/// any outside a run, is queued and woken as before; a cut frame's tail and
+/// what was not written go back to the task, in order.
+#[test]
+fn write_through_writes_idle_connections_and_hands_back_what_the_socket_refuses() {
+    let hub = hub(HubConfig::default());
+    let user: UserId = Arc::from("w");
+    let outbox = hub.new_outbox();
+    hub.join(&user, 1, Arc::clone(&outbox), &events(&["e"]), None).expect("join");
+    let wire = Arc::new(TestWire { room: std::sync::Mutex::new(3), ..TestWire::default() });
+    outbox.attach_wire(Box::new(Arc::clone(&wire)));
+    let (woken, waker) = woken_flag();
+    let mut cx = Context::from_waker(&waker);
+    let mut items = Vec::new();
+    let idle = |cx: &mut Context<'_>, items: &mut Vec<Arc<Delivery>>| {
+        assert!(outbox.poll_drain(cx, items, true).is_pending(), "nothing queued");
+    };
+    let publish = || hub.publish(text("w", "e", "m")).expect("publish");
+
+    // Idle, inside a run: written at the run's end (both pushes in one
+    // call), the task not woken, nothing left queued.
+    idle(&mut cx, &mut items);
+    write_through(|| {
+        publish();
+        publish();
+        assert!(wire.written.lock().expect("written").is_empty(), "written before the run ended");
+    });
+    assert_eq!(*wire.written.lock().expect("written"), vec![1, 2]);
+    assert!(!woken.load(std::sync::atomic::Ordering::SeqCst), "the task was woken");
+    assert_eq!(outbox.queued_bytes(), 0);
+
+    // Outside a run: queued and woken, as without a wire.
+    publish();
+    assert!(woken.swap(false, std::sync::atomic::Ordering::SeqCst), "not woken outside a run");
+    let (got, _) = drain(&outbox);
+    assert_eq!(got.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![Some(3)]);
+
+    // Held by its task: a run queues and wakes, the wire is not used.
+    idle(&mut cx, &mut items);
+    assert_eq!(outbox.hold_wire(), None);
+    write_through(publish);
+    assert!(woken.swap(false, std::sync::atomic::Ordering::SeqCst), "a held connection was not woken");
+    assert_eq!(drain(&outbox).0.len(), 1);
+    assert_eq!(wire.written.lock().expect("written").len(), 2);
+
+    // Room for one more whole frame: the next is cut, its tail and the
+    // rest go back to the task, which is woken; the tail comes first.
+    idle(&mut cx, &mut items);
+    write_through(|| {
+        for _ in 0..3 {
+            publish();
+        }
+    });
+    assert_eq!(*wire.written.lock().expect("written"), vec![1, 2, 5]);
+    assert!(woken.swap(false, std::sync::atomic::Ordering::SeqCst), "a cut did not wake the task");
+    let Poll::Ready(drained) = outbox.poll_drain(&mut cx, &mut items, true) else { panic!("nothing handed back") };
+    assert_eq!(drained.rest.as_deref(), Some(&b"tail"[..]));
+    assert_eq!(items.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![Some(7)], "the cut frame (6) is the tail");
+    assert_eq!(outbox.queued_bytes(), 0);
+
+    // Once detached, never written again.
+    items.clear();
+    *wire.room.lock().expect("room") = 100;
+    outbox.detach_wire();
+    idle(&mut cx, &mut items);
+    write_through(publish);
+    assert_eq!(wire.written.lock().expect("written").len(), 3);
+    assert!(woken.swap(false, std::sync::atomic::Ordering::SeqCst));
+}
