@@ -28,7 +28,7 @@ use super::redis::{self as transport, Incoming, PublishRequest, RedisBroker, Red
 use crate::config::ClusterConfig;
 use crate::core::{
     Arrival, Broker, BrokerError, Control, Hub, JoinError, Numbered, Pending, Published, Push, PushError, PushResult,
-    Since, UserId, event_name,
+    Since, UserId, event_name, write_through,
 };
 
 /// How long one Redis call may take before it fails (and the producer's
@@ -126,17 +126,20 @@ impl RedisCluster {
             }
         }
         let push = numbered(message);
-        if let Arrival::Gap { after } = self.hub.deliver(&user, push.clone()) {
+        // Written from this task to the user's idle connections, as on one node.
+        if let Arrival::Gap { after } = write_through(|| self.hub.deliver(&user, push.clone())) {
             tracing::debug!(user = &*user, after, seq = push.seq, "gap in the user's stream: catching up from Redis");
             self.refill(&user).await;
-            self.hub.deliver(&user, push);
+            write_through(|| self.hub.deliver(&user, push));
         }
     }
 
     /// Runs a control message on this node; returns the connections it reached.
     fn run(&self, control: Control) -> Result<u32, PushError> {
         match control {
-            Control::Broadcast { event, payload, users } => self.hub.broadcast(&event, payload, &users),
+            Control::Broadcast { event, payload, users } => {
+                write_through(|| self.hub.broadcast(&event, payload, &users))
+            }
             Control::Disconnect { user, event } => Ok(self.hub.disconnect(&user, event.as_deref())),
         }
     }

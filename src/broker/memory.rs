@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::core::{Broker, BrokerError, Control, Hub, JoinError, Pending, Published, Push, PushError, UserId};
+use crate::core::{
+    Broker, BrokerError, Control, Hub, JoinError, Pending, Published, Push, PushError, UserId, write_through,
+};
 
 /// One node's broker over its hub.
 #[derive(Debug)]
@@ -42,7 +44,9 @@ impl Broker for MemoryBroker {
 
     fn control(&self, control: Control) -> Pending<'_, Result<u32, PushError>> {
         Pending::ready(match control {
-            Control::Broadcast { event, payload, users } => self.hub.broadcast(&event, payload, &users),
+            Control::Broadcast { event, payload, users } => {
+                write_through(|| self.hub.broadcast(&event, payload, &users))
+            }
             Control::Disconnect { user, event } => Ok(self.hub.disconnect(&user, event.as_deref())),
         })
     }

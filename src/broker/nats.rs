@@ -41,6 +41,7 @@ use super::redis::codec::{self, decode_control_from, encode_control_from};
 use crate::config::ClusterConfig;
 use crate::core::{
     Broker, BrokerError, Control, Hub, JoinError, Pending, Published, Push, PushError, PushResult, UserId,
+    write_through,
 };
 use wire::{Subjects, decode_push, encode_push};
 
@@ -185,7 +186,7 @@ impl NatsCluster {
         let bytes = encode_push(&self.node_id, &push).map_err(|e| self.refused(e.into()))?;
         self.fits(&push, bytes.len()).map_err(|e| self.refused(e))?;
         let subject = self.subjects.user(&push.user_id);
-        let published = self.hub.publish(push)?;
+        let published = write_through(|| self.hub.publish(push))?;
         if published.duplicate {
             return Ok(published);
         }
@@ -270,7 +271,7 @@ fn unavailable(error: &NatsError) -> PushError {
 /// Runs a control message on this node; returns the connections it reached.
 fn run(hub: &Hub, control: Control) -> Result<u32, PushError> {
     match control {
-        Control::Broadcast { event, payload, users } => hub.broadcast(&event, payload, &users),
+        Control::Broadcast { event, payload, users } => write_through(|| hub.broadcast(&event, payload, &users)),
         Control::Disconnect { user, event } => Ok(hub.disconnect(&user, event.as_deref())),
     }
 }
@@ -290,7 +291,7 @@ async fn take_pushes(hub: Arc<Hub>, node_id: Arc<str>, user: UserId, mut subscri
             continue; // this node's own push: delivered when it was taken
         }
         let push = Push { user_id: user.to_string(), ..carried.push };
-        if let Err(error) = hub.publish(push) {
+        if let Err(error) = write_through(|| hub.publish(push)) {
             tracing::debug!(user = &*user, origin = carried.origin, %error, "push from another node not delivered");
         }
     }
