@@ -1,19 +1,30 @@
 //! A user's recent deliveries, for resume with `since` (docs/protocol.md,
 //! "Delivery semantics").
+//!
+//! A kept push costs its payload's buffer plus a 64-byte slot in the user's
+//! ring: the slot names its event and kind by index into a small table per
+//! user (a user with no connection would otherwise keep an event name per
+//! push), and holds its acceptance instant in 8 bytes instead of 16.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::budget::{Footprint, Keeper};
-use super::delivery::{Delivery, Payload, queue_cost};
+use super::delivery::{Delivery, Payload, Text, queue_cost};
 use super::event::EventName;
 use super::hub::UserId;
 
 /// The last `size` deliveries of one user, none older than `ttl`.
 #[derive(Debug, Default)]
 pub(crate) struct History {
-    items: VecDeque<Kept>,
+    items: VecDeque<Slot>,
+    /// The events and kinds (text or binary) of `items`, which name theirs
+    /// by index. Entries no slot names any more are dropped when the table
+    /// has grown to twice the slots (amortised O(1) per push).
+    kinds: Vec<Kind>,
     /// Every delivery with a seq above this one is still here (or was left
     /// out on purpose by its own `ttl_ms`): a resume from `since >= floor` is
     /// complete.
@@ -26,10 +37,10 @@ pub(crate) struct History {
     keeper: Option<Arc<Keeper>>,
 }
 
-/// One kept delivery: what a replay needs to rebuild it, and no more. The
-/// payload shares its buffer with the delivery that went out live; the
-/// envelope encoded for the connections then is not kept (a replay encodes
-/// it again). 88 bytes, against a delivery's 176 plus its envelope.
+/// A push to keep, as the hub hands it over (and fans it out from): what a
+/// replay needs to rebuild its delivery, and no more. The payload shares its
+/// buffer with the delivery that goes out live; the envelope encoded for the
+/// connections then is not kept (a replay encodes it again).
 #[derive(Debug)]
 pub(crate) struct Kept {
     /// The user's seq.
@@ -44,32 +55,94 @@ pub(crate) struct Kept {
     pub(crate) replay_ms: u32,
     /// The event.
     pub(crate) event: EventName,
-    /// The payload.
+    /// The payload, in an allocation of its own size ([`Payload::exact`]).
     pub(crate) payload: Payload,
 }
 
 impl Kept {
+    /// A push to keep. Its payload is made exact here, before the live
+    /// delivery shares it, so that only a buffer with spare room or shared
+    /// with something else is copied.
+    pub(crate) fn new(
+        seq: u64,
+        ts_ms: u64,
+        accepted: Instant,
+        replay_ms: u32,
+        event: EventName,
+        payload: Payload,
+    ) -> Self {
+        Self { seq, ts_ms, accepted, replay_ms, event, payload: payload.exact() }
+    }
+
     /// The delivery this was kept from (a fresh one, encoded on first use).
     pub(crate) fn delivery(&self) -> Delivery {
+        let replay_until = replay_until(self.accepted, self.replay_ms);
         Delivery::from_parts(
             self.accepted,
             self.event.clone(),
             Some(self.seq),
             self.ts_ms,
             self.payload.clone(),
-            self.replay_until(),
+            replay_until,
         )
     }
+}
 
-    /// After this instant it is not replayed.
-    pub(crate) fn replay_until(&self) -> Option<Instant> {
-        (self.replay_ms != u32::MAX).then(|| self.accepted + Duration::from_millis(u64::from(self.replay_ms)))
+/// One kept push as the ring holds it: 64 bytes.
+#[derive(Debug)]
+struct Slot {
+    seq: u64,
+    ts_ms: u64,
+    accepted: Moment,
+    /// The payload's buffer; text when its kind says so.
+    bytes: Bytes,
+    /// As [`Kept::replay_ms`].
+    replay_ms: u32,
+    /// Its entry in [`History::kinds`]. A history would need 2^31 slots
+    /// (128 GiB of them) before the table outgrew a `u32`.
+    kind: u32,
+}
+
+/// An event and whether its payloads are text, shared by the slots that
+/// name it.
+#[derive(Debug, Clone)]
+struct Kind {
+    event: EventName,
+    text: bool,
+}
+
+/// An [`Instant`] in 8 bytes instead of 16: signed nanoseconds from one
+/// reading of the clock per process. Exact within 292 years of it.
+#[derive(Debug, Clone, Copy)]
+struct Moment(i64);
+
+impl Moment {
+    fn of(instant: Instant) -> Self {
+        let origin = origin();
+        match instant.checked_duration_since(origin) {
+            Some(after) => Moment(nanos(after)),
+            None => Moment(-nanos(origin.duration_since(instant))),
+        }
     }
 
-    /// What it costs, as [`Delivery::queue_cost`] counts it.
-    fn cost(&self) -> usize {
-        queue_cost(&self.payload, &self.event)
+    fn instant(self) -> Instant {
+        let offset = Duration::from_nanos(self.0.unsigned_abs());
+        if self.0 >= 0 { origin() + offset } else { origin() - offset }
     }
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// After this instant a push accepted at `accepted` is not replayed.
+fn replay_until(accepted: Instant, replay_ms: u32) -> Option<Instant> {
+    (replay_ms != u32::MAX).then(|| accepted + Duration::from_millis(u64::from(replay_ms)))
 }
 
 /// Where a client resumes from: the last seq it saw and, when it knows it,
@@ -118,8 +191,83 @@ impl History {
         while self.items.len() >= size {
             self.evict_front();
         }
-        self.bytes += kept.cost();
-        self.items.push_back(kept);
+        self.bytes += queue_cost(&kept.payload, &kept.event);
+        let (bytes, text) = kept.payload.into_parts();
+        let kind = self.kind_of(&kept.event, text);
+        self.make_room(size);
+        let accepted = Moment::of(kept.accepted);
+        self.items.push_back(Slot {
+            seq: kept.seq,
+            ts_ms: kept.ts_ms,
+            accepted,
+            bytes,
+            replay_ms: kept.replay_ms,
+            kind,
+        });
+    }
+
+    /// Grows a full ring towards `size` but not past it: doubling would
+    /// leave up to half of it unused for as long as the user keeps pushing.
+    fn make_room(&mut self, size: usize) {
+        let len = self.items.len();
+        if len == self.items.capacity() {
+            self.items.reserve_exact(len.max(4).min(size - len));
+        }
+    }
+
+    /// The index of `event` with a text or binary payload in `kinds`, added
+    /// when new.
+    fn kind_of(&mut self, event: &EventName, text: bool) -> u32 {
+        // The latest kinds first: a user's pushes tend to repeat the last.
+        if let Some(i) = self.kinds.iter().rposition(|k| k.text == text && k.event == *event) {
+            return i as u32;
+        }
+        if self.kinds.len() >= 2 * self.items.len() + 4 {
+            self.drop_unused_kinds();
+        }
+        self.kinds.push(Kind { event: Arc::clone(event), text });
+        (self.kinds.len() - 1) as u32
+    }
+
+    /// Drops the kinds no slot names, renumbering the slots.
+    fn drop_unused_kinds(&mut self) {
+        let mut renumbered = vec![u32::MAX; self.kinds.len()];
+        let mut kinds = Vec::new();
+        for slot in &mut self.items {
+            let old = slot.kind as usize;
+            if renumbered[old] == u32::MAX {
+                renumbered[old] = kinds.len() as u32;
+                kinds.push(self.kinds[old].clone());
+            }
+            slot.kind = renumbered[old];
+        }
+        self.kinds = kinds;
+    }
+
+    /// The event name this history already holds for `event`, if any:
+    /// sharing it saves an allocation per push to a user with no connection.
+    pub(crate) fn event(&self, event: &str) -> Option<EventName> {
+        self.kinds.iter().rev().find(|k| &*k.event == event).map(|k| Arc::clone(&k.event))
+    }
+
+    /// What `slot` costs, as [`Delivery::queue_cost`] counts it.
+    fn cost(&self, slot: &Slot) -> usize {
+        slot.bytes.len() + 64 + self.kinds[slot.kind as usize].event.len()
+    }
+
+    /// The delivery `slot` was kept from (a fresh one, encoded on first use).
+    fn delivery(&self, slot: &Slot) -> Delivery {
+        let kind = &self.kinds[slot.kind as usize];
+        let payload = if kind.text {
+            // SAFETY: a slot's kind is text only when its bytes came out of
+            // a `Text` (`remember`), which holds valid UTF-8.
+            Payload::Text(unsafe { Text::from_utf8_unchecked(slot.bytes.clone()) })
+        } else {
+            Payload::Binary(slot.bytes.clone())
+        };
+        let accepted = slot.accepted.instant();
+        let replay_until = replay_until(accepted, slot.replay_ms);
+        Delivery::from_parts(accepted, Arc::clone(&kind.event), Some(slot.seq), slot.ts_ms, payload, replay_until)
     }
 
     /// The keeper the budget's records of this history share.
@@ -133,11 +281,14 @@ impl History {
     }
 
     fn evict_front(&mut self) {
-        if let Some(kept) = self.items.pop_front() {
-            self.floor = self.floor.max(kept.seq);
-            self.bytes -= kept.cost();
+        if let Some(slot) = self.items.pop_front() {
+            self.floor = self.floor.max(slot.seq);
+            self.bytes -= self.cost(&slot);
             if let Some(keeper) = &self.keeper {
-                keeper.evicted(kept.seq);
+                keeper.evicted(slot.seq);
+            }
+            if self.items.is_empty() {
+                self.kinds.clear();
             }
         }
     }
@@ -157,6 +308,7 @@ impl History {
     /// comparable with the old ones).
     pub(crate) fn clear(&mut self) {
         self.items.clear();
+        self.kinds.clear();
         self.floor = 0;
         self.bytes = 0;
         if let Some(keeper) = self.keeper.take() {
@@ -188,7 +340,7 @@ impl History {
 
     /// Drops what is older than `ttl`. Returns true when nothing is left.
     pub(crate) fn expire(&mut self, ttl: Duration, now: Instant) -> bool {
-        while self.items.front().is_some_and(|k| now.duration_since(k.accepted) > ttl) {
+        while self.items.front().is_some_and(|k| now.duration_since(k.accepted.instant()) > ttl) {
             self.evict_front();
         }
         self.items.is_empty()
@@ -215,11 +367,29 @@ impl History {
             self.items
                 .iter()
                 .filter(|k| k.seq > since)
-                .filter(|k| k.replay_until().is_none_or(|until| now < until))
-                .filter(|k| events.contains(&k.event))
-                .map(|k| Arc::new(k.delivery()))
+                .filter(|k| replay_until(k.accepted.instant(), k.replay_ms).is_none_or(|until| now < until))
+                .filter(|k| events.contains(&self.kinds[k.kind as usize].event))
+                .map(|k| Arc::new(self.delivery(k)))
                 .collect()
         };
         Replay { deliveries, from: since, to: current, complete }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn a_moment_is_the_instant_it_was_made_from() {
+        let now = Instant::now();
+        for t in [now, now + Duration::from_nanos(1), now - Duration::from_millis(1500), origin()] {
+            assert_eq!(Moment::of(t).instant(), t);
+        }
     }
 }

@@ -398,9 +398,11 @@ impl Hub {
         entry.seq += 1;
         let seq = entry.seq;
         entry.position_until = now.checked_add(self.config.history_meta_ttl);
-        let event = interned(&entry.subscribers, &push.event).unwrap_or_else(|| Arc::from(push.event));
+        let event = interned(&entry.subscribers, &push.event)
+            .or_else(|| entry.history.event(&push.event))
+            .unwrap_or_else(|| Arc::from(push.event));
         let replay_ms = push.ttl.map_or(u32::MAX, |ttl| replay_ms(ttl.as_millis()));
-        let kept = Kept { seq, ts_ms: unix_ms(), accepted: now, replay_ms, event, payload: push.payload };
+        let kept = Kept::new(seq, unix_ms(), now, replay_ms, event, push.payload);
         let delivered = self.fan_out_kept(&entry.subscribers, &kept);
         self.keep(entry, kept);
         if let Some(key) = push.idempotency_key {

@@ -160,7 +160,7 @@ impl Hub {
         let replay_ms =
             push.expires_at_ms.map_or(u32::MAX, |at| super::replay_ms(u128::from(at.saturating_sub(unix_ms()))));
         let event = super::interned(&entry.subscribers, &push.event).unwrap_or(push.event);
-        let kept = Kept { seq: push.seq, ts_ms: push.ts_ms, accepted: now, replay_ms, event, payload: push.payload };
+        let kept = Kept::new(push.seq, push.ts_ms, now, replay_ms, event, push.payload);
         let delivered = self.fan_out_kept(&entry.subscribers, &kept);
         entry.seq = push.seq;
         entry.position_until = now.checked_add(self.config.history_meta_ttl);
