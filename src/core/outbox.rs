@@ -64,8 +64,9 @@ pub struct Drained {
     /// After writing the drained deliveries, close with this reason.
     pub close: Option<CloseReason>,
     /// The tail of a frame the producer's thread wrote only in part: write
-    /// it before anything else.
-    pub rest: Option<Bytes>,
+    /// it before anything else. (Boxed, like everywhere it is kept: it is
+    /// rare, and idle connections stay smaller without its room.)
+    pub rest: Option<Box<Bytes>>,
 }
 
 struct Queue {
@@ -81,7 +82,7 @@ struct Queue {
     /// A run of [`wire::write_through`] will write what is queued.
     deferred: bool,
     /// See [`Drained::rest`].
-    rest: Option<Bytes>,
+    rest: Option<Box<Bytes>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -199,7 +200,7 @@ impl Outbox {
     /// The connection's task is about to write: no producer's thread writes
     /// to its socket until it is idle again. Returns the tail of a frame the
     /// wire cut short, to be written first.
-    pub fn hold_wire(&self) -> Option<Bytes> {
+    pub fn hold_wire(&self) -> Option<Box<Bytes>> {
         let mut q = self.lock();
         q.wire_free = false;
         q.rest.take()
@@ -230,7 +231,7 @@ impl Outbox {
                 let taken = frames + usize::from(rest.is_some());
                 let freed: usize = q.items.drain(..taken).map(|d| d.queue_cost()).sum();
                 q.bytes -= freed;
-                q.rest = rest;
+                q.rest = rest.map(Box::new);
                 q.wire_free = false;
                 drop(guard);
                 self.waker.wake();

@@ -56,25 +56,28 @@ struct Live<'c, 'a> {
 }
 
 /// Runs a joined connection until it ends; the membership is dropped (the
-/// connection leaves the hub) on return.
-pub(super) async fn run(conn: &mut Session<'_>, member: Membership) -> End {
-    if let Some(tcp) = &conn.tcp {
+/// connection leaves the hub) on return. Not an `async fn`: one would keep
+/// the room of its arguments beside the `Live` they are moved into, for
+/// the connection's whole life.
+pub(super) fn run<'c, 'a>(conn: &'c mut Session<'a>, member: Membership) -> impl Future<Output = End> + use<'c, 'a> {
+    if let Some(tcp) = conn.tcp.take() {
         let latency = conn.ctx.hub.metrics().write_latency();
-        member.outbox.attach_wire(Box::new(SocketWire::new(Arc::clone(tcp), conn.mode, latency)));
+        member.outbox.attach_wire(Box::new(SocketWire::new(tcp, conn.mode, latency)));
     }
-    let mut live = Live { conn, member, batch: Vec::new(), expiry: None };
-    let end = loop {
-        live.arm_expiry();
-        let step = poll_fn(|cx| live.poll_step(cx)).await;
-        if let Err(end) = live.handle(step).await {
-            break end;
-        }
-    };
-    live.member.outbox.detach_wire();
-    end
+    Live { conn, member, batch: Vec::new(), expiry: None }.run()
 }
 
 impl Live<'_, '_> {
+    async fn run(mut self) -> End {
+        loop {
+            self.arm_expiry();
+            let step = poll_fn(|cx| self.poll_step(cx)).await;
+            if let Err(end) = self.handle(step).await {
+                return end;
+            }
+        }
+    }
+
     /// Sets the expiry timer to the current token's `expires_at` (a
     /// register or refresh may have changed it).
     fn arm_expiry(&mut self) {

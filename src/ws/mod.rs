@@ -183,37 +183,42 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     .await;
 }
 
+/// A connection as accepted, before its upgrade. Boxed until then: an async
+/// function keeps its arguments' room for its whole life, and these are
+/// moved out at the upgrade.
+struct Arrived {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Its `--max-handshakes` permit, given back at the upgrade.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// Serves one TCP connection: HTTP/1 until an upgrade, then the session.
 /// `permit` is its `--max-handshakes` permit, given back at the upgrade.
-async fn connection(
+fn connection(
     listener: Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) {
+) -> impl Future<Output = ()> {
     let id = listener.ctx.hub.next_conn_id();
     let span = tracing::info_span!("conn", id, user = tracing::field::Empty);
+    let arrived = Box::new(Arrived { stream, peer, permit });
     async move {
         let _open = listener.admission().memory.open();
         // Boxed, so that the state of the TLS and HTTP/1 phase (hyper's
         // connection, the service, the shutdown watch) is freed at the
         // upgrade instead of sizing the task of every idle session.
-        let Some(accepted) = Box::pin(upgrade(&listener, stream, peer, permit)).await else { return };
-        tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");
+        let Some(accepted) = Box::pin(upgrade(&listener, arrived)).await else { return };
         session::run(&listener.ctx, accepted, id).await;
     }
     .instrument(span)
-    .await
 }
 
 /// TLS, then HTTP/1 until the connection ends or is upgraded; the accepted
-/// upgrade, if any.
-async fn upgrade<'l>(
-    listener: &'l Listener,
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> Option<handshake::Accepted<'l>> {
+/// upgrade, if any (boxed, like its arrival, for the room it would keep).
+async fn upgrade<'l>(listener: &'l Listener, arrived: Box<Arrived>) -> Option<Box<handshake::Accepted<'l>>> {
+    let Arrived { stream, peer, permit } = *arrived;
     let _handshake = listener.admission().handshakes.begin(permit);
     let ctx = &listener.ctx;
     let stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
@@ -238,5 +243,7 @@ async fn upgrade<'l>(
             tracing::debug!(%error, "http connection ended");
         }
     }
-    pending.into_inner().unwrap_or_else(|e| e.into_inner())
+    let accepted = pending.into_inner().unwrap_or_else(|e| e.into_inner())?;
+    tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");
+    Some(Box::new(accepted))
 }

@@ -25,6 +25,8 @@ pub(super) struct Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
+        // No producer's thread writes to the socket once the session ends.
+        self.outbox.detach_wire();
         self.hub.leave(&self.user, self.id);
         self.broker.left(&self.user);
     }

@@ -124,7 +124,7 @@ pub(super) struct Session<'a> {
     pub tcp: Option<Arc<TcpStream>>,
     /// The tail of a frame a producer's thread wrote only in part: written
     /// before anything else, straight to the socket.
-    cut: Option<Bytes>,
+    cut: Option<Box<Bytes>>,
     /// Frames were queued since the last completed flush.
     pub unflushed: bool,
     strikes: u8,
@@ -262,7 +262,7 @@ impl Session<'_> {
     /// Takes back the tail of a frame a producer's thread wrote only in
     /// part (`core::wire`): it goes out before anything else. Only ever
     /// given while nothing else is waiting to be written.
-    pub(super) fn resume_cut(&mut self, rest: Bytes) {
+    pub(super) fn resume_cut(&mut self, rest: Box<Bytes>) {
         self.cut = Some(rest);
         self.unflushed = true;
     }
@@ -274,7 +274,7 @@ impl Session<'_> {
             match ready!(Pin::new(self.ws.get_mut()).poll_write(cx, rest)) {
                 Ok(0) | Err(_) => return Poll::Ready(Err(End::Gone)),
                 Ok(n) if n == rest.len() => self.cut = None,
-                Ok(n) => rest.advance(n),
+                Ok(n) => rest.as_mut().advance(n),
             }
         }
         Poll::Ready(Ok(()))
@@ -414,28 +414,33 @@ pub(super) fn incoming(item: Option<Result<Message, WsError>>) -> Result<Incomin
 }
 
 /// Runs the session of an accepted upgrade to its end.
-pub(super) async fn run(ctx: &WsContext, accepted: Accepted<'_>, id: ConnId) {
-    let Accepted { upgrade, mode, identity, slot } = accepted;
+pub(super) async fn run(ctx: &WsContext, accepted: Box<Accepted<'_>>, id: ConnId) {
+    let Accepted { upgrade, mode, identity, slot } = *accepted;
     // `open` and `finish` are boxed: their state exists only at the start
     // and the end, and inline it would be part of every idle connection's task.
     let Some(socket) = Box::pin(open(upgrade, ctx)).await else { return };
     let mut conn = Session::new(ctx, socket, mode, id);
-    let end = match slot {
-        // Counted while the session runs; released before the close linger.
-        Some(_slot) => serve(&mut conn, identity).await,
+    let end = if slot.is_some() {
+        serve(&mut conn, identity).await
+    } else {
         // Over --max-connections or --max-connections-per-ip (logged where counted).
-        None => CloseCode::ConnectionLimit.into(),
+        CloseCode::ConnectionLimit.into()
     };
+    // Counted while the session runs; released before the close linger. (Not
+    // bound by a `match`: its binding would take room of its own.)
+    drop(slot);
     Box::pin(finish(&mut conn, end)).await;
 }
 
 /// Register, then live. The register phase is boxed: its timer and
 /// authentication futures are freed once the connection has joined.
 async fn serve(conn: &mut Session<'_>, identity: Option<crate::core::Identity>) -> End {
-    match Box::pin(register::register(conn, identity)).await {
-        Ok(member) => live::run(conn, member).await,
-        Err(end) => end,
-    }
+    // Not matched around the live phase's await: the `Result` would keep its room.
+    let member = match Box::pin(register::register(conn, identity)).await {
+        Ok(member) => member,
+        Err(end) => return end,
+    };
+    live::run(conn, member).await
 }
 
 /// An upper bound of the largest frame the gateway sends: a push of
