@@ -64,11 +64,13 @@ pub(super) fn run<'c, 'a>(conn: &'c mut Session<'a>, member: Membership) -> impl
         let latency = conn.ctx.hub.metrics().write_latency();
         member.outbox.attach_wire(Box::new(SocketWire::new(tcp, conn.mode, latency)));
     }
-    Live { conn, member, batch: Vec::new(), expiry: None }.run()
+    // Boxed: the loop's state would otherwise hold it twice (as its argument
+    // and as its local), for the connection's whole life.
+    Box::new(Live { conn, member, batch: Vec::new(), expiry: None }).run()
 }
 
 impl Live<'_, '_> {
-    async fn run(mut self) -> End {
+    async fn run(mut self: Box<Self>) -> End {
         loop {
             self.arm_expiry();
             let step = poll_fn(|cx| self.poll_step(cx)).await;
