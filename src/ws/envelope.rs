@@ -30,16 +30,21 @@ use crate::core::{ConnId, Delivery, EventName, Joined, Payload, Replay};
 /// (`Delivery::encoded`); in the wserver-compatible mode it is the payload
 /// itself. Neither copies the payload per connection.
 pub(super) fn delivery(mode: Mode, delivery: &Delivery) -> Message {
-    let payload = match mode {
-        Mode::Compat => &delivery.payload,
-        Mode::Envelope => delivery.encoded(encode),
-    };
-    match payload {
+    match body(mode, delivery) {
         // SAFETY: `core::Text` holds valid UTF-8 by construction (its only
         // constructors take `String` or `&str`, and `Bytes` is immutable),
         // see src/core/delivery.rs.
         Payload::Text(text) => Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(text.bytes().clone()) }),
         Payload::Binary(bytes) => Message::Binary(bytes.clone()),
+    }
+}
+
+/// The body of the frame that carries `delivery` in `mode`, borrowed: what
+/// [`delivery`] wraps in a message, for a writer that frames it itself.
+pub(super) fn body(mode: Mode, delivery: &Delivery) -> &Payload {
+    match mode {
+        Mode::Compat => &delivery.payload,
+        Mode::Envelope => delivery.encoded(encode),
     }
 }
 

@@ -1,22 +1,21 @@
 //! The WebSocket side of `core::wire`: how a producer's thread writes
 //! deliveries to an idle connection's plain TCP socket itself.
 //!
-//! Each delivery is encoded as the session would ([`envelope::delivery`]) and
-//! framed here — a server's frame is a two-to-ten-byte header (FIN, opcode,
-//! unmasked length) followed by the payload — and the frames go out with one
-//! vectored write per batch, sharing the payloads' bytes (no copy). Only the
-//! tail of a frame the socket took in part is copied, once, for the session
-//! to finish ([`Session::resume_cut`](super::session::Session::resume_cut)).
+//! Each delivery's body is the one the session would send
+//! ([`envelope::body`], encoded once per delivery) and is framed here — a
+//! server's frame is a two-to-ten-byte header (FIN, opcode, unmasked length)
+//! followed by the payload — and the frames go out with one vectored write
+//! per batch, borrowing the bodies (no copy, no reference count). Only the
+//! tail of a frame the socket took in part is kept, for the session to
+//! finish ([`Session::resume_cut`](super::session::Session::resume_cut)).
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
+use super::{Mode, envelope};
+use crate::core::{Delivery, Payload, Wire, WriteLatency, Wrote};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-
-use super::{Mode, envelope};
-use crate::core::{Delivery, Wire, WriteLatency, Wrote};
 
 /// Frames given to one `writev`: a connection's share of a run is rarely
 /// more, and the frames and their slices stay on the stack.
@@ -42,8 +41,8 @@ impl Wire for SocketWire {
         }
         let mut done = 0;
         for batch in deliveries.chunks(FRAMES_PER_WRITE) {
-            let frames: [Option<Frame>; FRAMES_PER_WRITE] =
-                std::array::from_fn(|i| batch.get(i).map(|d| Frame::of(envelope::delivery(self.mode, d))));
+            let frames: [Option<Frame<'_>>; FRAMES_PER_WRITE] =
+                std::array::from_fn(|i| batch.get(i).map(|d| Frame::of(envelope::body(self.mode, d))));
             let frames = &frames[..batch.len()];
             let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
             let mut total = 0;
@@ -68,7 +67,7 @@ impl Wire for SocketWire {
 
 /// Where `written` bytes of `frames` end: the whole frames before, and the
 /// tail of the frame cut, if one was.
-fn cut<'f>(frames: impl Iterator<Item = &'f Frame>, mut written: usize, done: usize) -> Wrote {
+fn cut<'f, 'd: 'f>(frames: impl Iterator<Item = &'f Frame<'d>>, mut written: usize, done: usize) -> Wrote {
     let mut whole = done;
     for frame in frames {
         if written < frame.len() {
@@ -81,19 +80,19 @@ fn cut<'f>(frames: impl Iterator<Item = &'f Frame>, mut written: usize, done: us
     Wrote::Part { frames: whole, rest: None }
 }
 
-/// One server-to-client WebSocket frame: its header and its payload.
-struct Frame {
+/// One server-to-client WebSocket frame: its header and its payload,
+/// borrowed from the delivery (no reference count taken per write).
+struct Frame<'d> {
     head: [u8; 10],
     head_len: usize,
-    body: Bytes,
+    body: &'d Bytes,
 }
 
-impl Frame {
-    fn of(message: Message) -> Self {
-        let (opcode, body) = match message {
-            Message::Binary(bytes) => (0x2, bytes),
-            Message::Text(text) => (0x1, Bytes::from(text)),
-            other => unreachable!("a delivery is a text or binary frame, not {other:?}"),
+impl<'d> Frame<'d> {
+    fn of(payload: &'d Payload) -> Self {
+        let (opcode, body) = match payload {
+            Payload::Text(text) => (0x1, text.bytes()),
+            Payload::Binary(bytes) => (0x2, bytes),
         };
         let mut head = [0u8; 10];
         head[0] = 0x80 | opcode; // FIN: never fragmented
@@ -118,7 +117,7 @@ impl Frame {
     }
 
     fn slices(&self) -> [IoSlice<'_>; 2] {
-        [IoSlice::new(&self.head[..self.head_len]), IoSlice::new(&self.body)]
+        [IoSlice::new(&self.head[..self.head_len]), IoSlice::new(self.body)]
     }
 
     /// The frame's bytes after its first `from`.
@@ -128,7 +127,7 @@ impl Frame {
         }
         let mut tail = BytesMut::with_capacity(self.len() - from);
         tail.put_slice(&self.head[from..self.head_len]);
-        tail.put_slice(&self.body);
+        tail.put_slice(self.body);
         tail.freeze()
     }
 }
@@ -137,22 +136,25 @@ impl Frame {
 mod tests {
     use super::*;
 
-    fn frame(len: usize) -> Frame {
-        Frame::of(Message::Binary(Bytes::from(vec![7u8; len])))
+    fn binary(len: usize) -> Payload {
+        Payload::Binary(Bytes::from(vec![7u8; len]))
     }
 
     #[test]
     fn frames_carry_the_length_in_the_smallest_form() {
-        assert_eq!(&frame(125).head[..2], &[0x82, 125]);
-        assert_eq!(&frame(126).head[..4], &[0x82, 126, 0, 126]);
-        assert_eq!(&frame(70_000).head[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
-        let text = Frame::of(Message::Text("hi".into()));
+        let (short, medium, long) = (binary(125), binary(126), binary(70_000));
+        assert_eq!(&Frame::of(&short).head[..2], &[0x82, 125]);
+        assert_eq!(&Frame::of(&medium).head[..4], &[0x82, 126, 0, 126]);
+        assert_eq!(&Frame::of(&long).head[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        let hi = Payload::text("hi");
+        let text = Frame::of(&hi);
         assert_eq!((&text.head[..2], &text.body[..]), (&[0x81, 2][..], &b"hi"[..]));
     }
 
     #[test]
     fn a_cut_names_the_whole_frames_and_the_tail_of_the_next() {
-        let frames = [frame(10), frame(300)];
+        let payloads = [binary(10), binary(300)];
+        let frames = [Frame::of(&payloads[0]), Frame::of(&payloads[1])];
         // 12 + 304 bytes; 15 written: the first whole, 3 header bytes of the second.
         let Wrote::Part { frames: whole, rest: Some(rest) } = cut(frames.iter(), 15, 4) else { panic!("no cut") };
         assert_eq!(whole, 5);
