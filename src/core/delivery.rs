@@ -162,14 +162,15 @@ impl Delivery {
     /// Bytes this delivery counts against a connection's send queue: the
     /// payload plus a fixed allowance for the envelope.
     pub fn queue_cost(&self) -> usize {
-        queue_cost(&self.payload, &self.event)
+        queue_cost(self.payload.len(), &self.event)
     }
 }
 
-/// What a delivery of `payload` on `event` counts against a send queue or
-/// the history budget: the payload plus a fixed allowance for the envelope.
-pub(crate) fn queue_cost(payload: &Payload, event: &EventName) -> usize {
-    payload.len() + 64 + event.len()
+/// What a delivery of a `payload_len`-byte payload on `event` counts against
+/// a send queue or the history budget: the payload plus a fixed allowance
+/// for the envelope.
+pub(crate) fn queue_cost(payload_len: usize, event: &str) -> usize {
+    payload_len + 64 + event.len()
 }
 
 /// Milliseconds since the Unix epoch.

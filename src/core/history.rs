@@ -191,7 +191,7 @@ impl History {
         while self.items.len() >= size {
             self.evict_front();
         }
-        self.bytes += queue_cost(&kept.payload, &kept.event);
+        self.bytes += queue_cost(kept.payload.len(), &kept.event);
         let (bytes, text) = kept.payload.into_parts();
         let kind = self.kind_of(&kept.event, text);
         self.make_room(size);
@@ -252,7 +252,7 @@ impl History {
 
     /// What `slot` costs, as [`Delivery::queue_cost`] counts it.
     fn cost(&self, slot: &Slot) -> usize {
-        slot.bytes.len() + 64 + self.kinds[slot.kind as usize].event.len()
+        queue_cost(slot.bytes.len(), &self.kinds[slot.kind as usize].event)
     }
 
     /// The delivery `slot` was kept from (a fresh one, encoded on first use).

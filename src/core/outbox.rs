@@ -85,6 +85,18 @@ struct Queue {
     rest: Option<Box<Bytes>>,
 }
 
+impl Queue {
+    /// Forgets what was queued (taken or written), giving a burst's memory
+    /// back once idle.
+    fn emptied(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+        if self.items.capacity() > 64 {
+            self.items = VecDeque::new();
+        }
+    }
+}
+
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
@@ -220,13 +232,7 @@ impl Outbox {
         }
         let Some(wire) = &q.wire else { return };
         match wire.write(q.items.make_contiguous()) {
-            Wrote::All => {
-                q.items.clear();
-                q.bytes = 0;
-                if q.items.capacity() > 64 {
-                    q.items = VecDeque::new();
-                }
-            }
+            Wrote::All => q.emptied(),
             Wrote::Part { frames, rest } => {
                 let taken = frames + usize::from(rest.is_some());
                 let freed: usize = q.items.drain(..taken).map(|d| d.queue_cost()).sum();
@@ -276,10 +282,7 @@ impl Outbox {
         }
         q.wire_free = false;
         into.extend(q.items.drain(..));
-        q.bytes = 0;
-        if q.items.capacity() > 64 {
-            q.items = VecDeque::new(); // give a burst's memory back when idle
-        }
+        q.emptied();
         Poll::Ready(Drained { ping, close: q.close.clone(), rest: q.rest.take() })
     }
 

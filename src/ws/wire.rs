@@ -12,10 +12,11 @@
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
-use super::{Mode, envelope};
-use crate::core::{Delivery, Payload, Wire, WriteLatency, Wrote};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
+
+use super::{Mode, envelope};
+use crate::core::{Delivery, Payload, Wire, WriteLatency, Wrote};
 
 /// Frames given to one `writev`: a connection's share of a run is rarely
 /// more, and the frames and their slices stay on the stack.
