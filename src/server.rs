@@ -116,7 +116,15 @@ pub async fn start(
         handshake: config.public.handshake_timeout,
         request_body: config.internal.request_body_timeout,
     };
-    tokio::spawn(http::serve(listeners.internal, internal, internal_tls, timeouts, accept.clone(), tracker.clone()));
+    tokio::spawn(http::serve(
+        listeners.internal,
+        internal,
+        grpc.push,
+        internal_tls,
+        timeouts,
+        accept.clone(),
+        tracker.clone(),
+    ));
     let admission = Arc::new(ws::Admission::new(&config.public));
     let ctx = ws::WsContext {
         hub: Arc::clone(&hub),

@@ -20,6 +20,8 @@ use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 use tonic::service::interceptor::{InterceptedService, ResponseBody};
+use tower::ServiceExt as _;
+use tower::util::Oneshot;
 
 use super::producer_key::ProducerKeyCheck;
 use super::service::NodePushService;
@@ -48,6 +50,25 @@ impl SizedByMethod {
         };
         Self { single: server(single_limit), batch: server(batch_limit) }
     }
+}
+
+impl SizedByMethod {
+    /// Serves one call with the instance its path asks for, answering with
+    /// the body type of the router's routes.
+    pub(super) fn answer(&self, request: Request<Body>) -> Answer {
+        let call = if request.uri().path() == PUSH_BATCH_PATH { &self.batch } else { &self.single };
+        call.clone().oneshot(request).map(answered)
+    }
+}
+
+/// The future of [`SizedByMethod::answer`].
+pub(super) type Answer = Map<Oneshot<Authed, Request<Body>>, fn(Reply) -> Response<axum::body::Body>>;
+
+/// The answer of a call made without the router, with the oversized refusal
+/// rewritten as on the routed path.
+fn answered(reply: Reply) -> Response<axum::body::Body> {
+    let Ok(response) = refused_as_too_large(reply);
+    response.map(axum::body::Body::new)
 }
 
 impl NamedService for SizedByMethod {

@@ -24,6 +24,8 @@ pub(crate) struct GrpcServices {
     /// PushService, health and reflection, routed by service name; its
     /// fallback answers gRPC UNIMPLEMENTED to gRPC requests and 404 to others.
     pub routes: axum::Router,
+    /// PushService alone, for the listener to call without the router.
+    pub push: PushCalls,
     /// Health status of `""` and `pushgate.v1.PushService`.
     pub health: tonic_health::server::HealthReporter,
 }
@@ -37,9 +39,27 @@ pub(crate) async fn services(node: Arc<Node>, keys: ProducerKeys) -> GrpcService
     health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
     let refusals = KeyRefusals::new(Arc::clone(&node.hub), ProducerTransport::Grpc);
     let push = decode_limits::SizedByMethod::new(node, ProducerKeyCheck::new(keys, refusals));
-    let mut routes = Routes::new(push).add_service(health_service);
+    let mut routes = Routes::new(push.clone()).add_service(health_service);
     routes = add_reflection(routes);
-    GrpcServices { routes: routes.into_axum_router().fallback(unknown_path), health }
+    GrpcServices { routes: routes.into_axum_router().fallback(unknown_path), push: PushCalls(push), health }
+}
+
+/// PushService's calls, which the internal listener makes without the
+/// router in front (its hot path); the same service is also routed, for
+/// whatever reaches it otherwise.
+#[derive(Clone)]
+pub(crate) struct PushCalls(decode_limits::SizedByMethod);
+
+impl crate::http::Direct for PushCalls {
+    type Future = decode_limits::Answer;
+
+    fn claims(&self, path: &str) -> bool {
+        path.strip_prefix('/').and_then(|p| p.strip_prefix(SERVICE_NAME)).is_some_and(|p| p.starts_with('/'))
+    }
+
+    fn call(&self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        self.0.answer(request.map(tonic::body::Body::new))
+    }
 }
 
 /// Any path no service serves: gRPC UNIMPLEMENTED for a gRPC request, a plain

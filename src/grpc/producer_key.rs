@@ -17,7 +17,7 @@ use crate::net::throttle::KeyRefusals;
 /// once per interval ([`KeyRefusals`]). With no key configured every call
 /// passes. Cloning shares the keys and the count.
 #[derive(Debug, Clone)]
-pub(super) struct ProducerKeyCheck {
+pub(crate) struct ProducerKeyCheck {
     keys: Arc<ProducerKeys>,
     refusals: KeyRefusals,
 }

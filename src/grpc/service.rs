@@ -18,7 +18,7 @@ use crate::proto::{
 
 /// The `PushService` implementation: a handle on the node.
 #[derive(Debug, Clone)]
-pub(super) struct NodePushService {
+pub(crate) struct NodePushService {
     node: Arc<Node>,
 }
 

@@ -2,20 +2,26 @@
 //! knowledge (h2c, which is what gRPC clients speak) on one port, detected
 //! per connection by hyper-util's `auto` builder.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::{Request, Response, Version};
 use axum::middleware;
+use futures_util::FutureExt as _;
+use futures_util::future::{Either, Map};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+use tower::util::Oneshot;
 use tracing::Instrument as _;
 
 use super::deadlines::{Detecting, read_in_time};
@@ -72,16 +78,19 @@ pub(crate) struct Timeouts {
 /// on `tracker`. A producer has `timeouts.handshake` for its TLS handshake,
 /// its first bytes and each HTTP/1.1 request head, and `timeouts.request_body`
 /// for each HTTP/1.1 request body.
-pub(crate) async fn serve(
+pub(crate) async fn serve<D: Direct>(
     listener: TcpListener,
     router: Router,
+    direct: D,
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let body_timeout = timeouts.request_body;
-    let router = router.layer(middleware::from_fn(move |request, next| read_in_time(body_timeout, request, next)));
+    let timed =
+        router.clone().layer(middleware::from_fn(move |request, next| read_in_time(body_timeout, request, next)));
+    let service = Arc::new(Dispatch { direct, http2: router, http1: timed });
     let handshake_timeout = timeouts.handshake;
     let builder = connection_builder(handshake_timeout);
     let graceful = GracefulShutdown::new();
@@ -90,7 +99,7 @@ pub(crate) async fn serve(
         builder: &builder,
         graceful: &graceful,
         tracker: &tracker,
-        router: &router,
+        service: &service,
         tls: tls.as_ref(),
         tls_failures: &tls_failures,
         handshake_timeout,
@@ -99,6 +108,51 @@ pub(crate) async fn serve(
     drop(listener);
     tracing::debug!(open = graceful.count(), "internal listener closed; finishing in-flight requests");
     graceful.shutdown().await;
+}
+
+/// A service the listener calls itself, ahead of the router, for the HTTP/2
+/// requests it claims: PushService, the producers' hot path, so a push does
+/// not pay for the router's matching, its per-route boxes and the HTTP/1
+/// middleware it would pass through untouched. What it serves must also be
+/// in the router, which answers the same calls over HTTP/1.1.
+pub(crate) trait Direct: Clone + Send + Sync + 'static {
+    /// The future of one call.
+    type Future: Future<Output = Response<axum::body::Body>> + Send + 'static;
+    /// Whether the request at `path` is this service's.
+    fn claims(&self, path: &str) -> bool;
+    /// Serves `request`; it is called only for requests it claims.
+    fn call(&self, request: Request<Incoming>) -> Self::Future;
+}
+
+/// Every request of the internal port: HTTP/2 requests the direct service
+/// claims go to it, other HTTP/2 requests to the router, HTTP/1 requests to
+/// the router behind the request body deadline ([`read_in_time`]).
+struct Dispatch<D> {
+    direct: D,
+    http2: Router,
+    http1: Router,
+}
+
+/// A direct service's answer as the router's.
+type Answered = fn(Response<axum::body::Body>) -> Result<Response<axum::body::Body>, Infallible>;
+
+/// One connection's handle on the shared [`Dispatch`].
+struct Served<D>(Arc<Dispatch<D>>);
+
+impl<D: Direct> hyper::service::Service<Request<Incoming>> for Served<D> {
+    type Response = Response<axum::body::Body>;
+    type Error = Infallible;
+    type Future = Either<Map<D::Future, Answered>, Oneshot<Router, Request<axum::body::Body>>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let dispatch = &*self.0;
+        let http2 = request.version() >= Version::HTTP_2;
+        if http2 && dispatch.direct.claims(request.uri().path()) {
+            return Either::Left(dispatch.direct.call(request).map(Ok as Answered));
+        }
+        let router = if http2 { &dispatch.http2 } else { &dispatch.http1 };
+        Either::Right(router.clone().oneshot(request.map(axum::body::Body::new)))
+    }
 }
 
 /// The connection settings shared by every producer connection. An HTTP/1.1
@@ -118,11 +172,11 @@ fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> 
 }
 
 /// What a new producer connection is served with.
-struct ConnSetup<'a> {
+struct ConnSetup<'a, D> {
     builder: &'a auto::Builder<TokioExecutor>,
     graceful: &'a GracefulShutdown,
     tracker: &'a TaskTracker,
-    router: &'a Router,
+    service: &'a Arc<Dispatch<D>>,
     tls: Option<&'a TlsAcceptor>,
     /// Failed handshakes are logged at most once per interval: anyone who
     /// reaches the port can fail one.
@@ -130,12 +184,12 @@ struct ConnSetup<'a> {
     handshake_timeout: Duration,
 }
 
-impl ConnSetup<'_> {
+impl<D: Direct> ConnSetup<'_, D> {
     /// Serves `stream` on its own task, watched by the graceful shutdown.
     fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr) {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let span = tracing::debug_span!("producer_conn", id = NEXT_ID.fetch_add(1, Ordering::Relaxed), %peer);
-        let service = TowerToHyperService::new(self.router.clone());
+        let service = Served(Arc::clone(self.service));
         let builder = self.builder.clone();
         let tls = self.tls.cloned();
         let timeout = self.handshake_timeout;

@@ -27,7 +27,7 @@ use crate::core::{Hub, ProducerKeys, ProducerTransport};
 use crate::net::bearer;
 use crate::net::throttle::KeyRefusals;
 
-pub(crate) use listener::{Timeouts, serve};
+pub(crate) use listener::{Direct, Timeouts, serve};
 
 /// What every route handler shares: the node, the producer keys, and the
 /// count of calls refused for want of one.
