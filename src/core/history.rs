@@ -180,6 +180,11 @@ pub struct Replay {
 }
 
 impl History {
+    /// A history that keeps nothing and knows of nothing not kept: what a
+    /// user never pushed to has.
+    pub(crate) const EMPTY: History =
+        History { items: VecDeque::new(), kinds: Vec::new(), floor: 0, bytes: 0, keeper: None };
+
     /// Keeps `kept` (with a seq above every kept one's), evicting the
     /// oldest beyond `size`.
     pub(crate) fn remember(&mut self, kept: Kept, size: usize) {

@@ -37,11 +37,6 @@ impl RecentKeys {
         }
     }
 
-    /// True when no key is remembered.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
     /// Forgets keys older than `window`. Returns true when none is left.
     pub(crate) fn expire(&mut self, window: Duration, now: Instant) -> bool {
         while self.order.front().is_some_and(|(at, _)| now.duration_since(*at) > window) {

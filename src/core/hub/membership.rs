@@ -33,7 +33,7 @@ impl Hub {
             return Err(JoinError::UserLimit(n));
         }
         self.metrics.joined(subscribed.len(), entry.subscribers.is_empty());
-        let replay = since.map(|s| entry.history.replay(s, entry.seq, &entry.epoch, &subscribed, Instant::now()));
+        let replay = since.map(|s| entry.history().replay(s, entry.seq, &entry.epoch, &subscribed, Instant::now()));
         if entry.subscribers.capacity() == 0 {
             // Most users have one connection: room for exactly one, not four.
             entry.subscribers.reserve_exact(1);
@@ -59,7 +59,7 @@ impl Hub {
         member.events.extend(added.iter().cloned());
         self.metrics.subscriptions.inc_by(added.len() as i64);
         let events = member.events.clone();
-        let replay = since.map(|s| entry.history.replay(s, seq, &entry.epoch, &added, Instant::now()));
+        let replay = since.map(|s| entry.history().replay(s, seq, &entry.epoch, &added, Instant::now()));
         Ok(Joined { events, seq, epoch: Arc::clone(&entry.epoch), replay })
     }
 

@@ -211,8 +211,13 @@ struct UserEntry {
     /// holding the entry; `None` before the first push.
     position_until: Option<Instant>,
     subscribers: Vec<Subscriber>,
-    history: History,
-    keys: RecentKeys,
+    /// Made by the first delivery kept or the first seq not kept here: the
+    /// table holds an entry per connected user, most of whom were never
+    /// pushed to, and inline a history would be a third of each entry.
+    history: Option<Box<History>>,
+    /// Made by the first push with an idempotency key, dropped when its keys
+    /// have all expired.
+    keys: Option<Box<RecentKeys>>,
 }
 
 impl UserEntry {
@@ -223,16 +228,27 @@ impl UserEntry {
             epoch: new_epoch(),
             position_until: None,
             subscribers: Vec::new(),
-            history: History::default(),
-            keys: RecentKeys::default(),
+            history: None,
+            keys: None,
         }
+    }
+
+    /// The user's history; an empty one if none was made.
+    fn history(&self) -> &History {
+        static NONE: History = History::EMPTY;
+        self.history.as_deref().unwrap_or(&NONE)
+    }
+
+    /// The user's history, made if there was none.
+    fn history_mut(&mut self) -> &mut History {
+        self.history.get_or_insert_with(Box::default)
     }
 
     /// True when nothing needs the entry any more at `now`.
     fn is_idle(&self, now: Instant) -> bool {
         self.subscribers.is_empty()
-            && self.history.is_empty()
-            && self.keys.is_empty()
+            && self.history().is_empty()
+            && self.keys.is_none()
             && self.position_until.is_none_or(|until| now >= until)
     }
 }
@@ -392,33 +408,34 @@ impl Hub {
                 shard.entry(Arc::clone(&user)).or_insert_with(|| UserEntry::new(user))
             }
         };
-        if let Some(seq) = push.idempotency_key.as_deref().and_then(|k| entry.keys.get(k)) {
+        if let Some(seq) = push.idempotency_key.as_deref().and_then(|k| entry.keys.as_ref()?.get(k)) {
             return Ok(Published { delivered: 0, seq, duplicate: true, nodes: 0 });
         }
         entry.seq += 1;
         let seq = entry.seq;
         entry.position_until = now.checked_add(self.config.history_meta_ttl);
         let event = interned(&entry.subscribers, &push.event)
-            .or_else(|| entry.history.event(&push.event))
+            .or_else(|| entry.history().event(&push.event))
             .unwrap_or_else(|| Arc::from(push.event));
         let replay_ms = push.ttl.map_or(u32::MAX, |ttl| replay_ms(ttl.as_millis()));
         let kept = Kept::new(seq, unix_ms(), now, replay_ms, event, push.payload);
         let delivered = self.fan_out_kept(&entry.subscribers, &kept);
         self.keep(entry, kept);
         if let Some(key) = push.idempotency_key {
-            entry.keys.insert(key, seq, now);
+            entry.keys.get_or_insert_with(Box::default).insert(key, seq, now);
         }
         Ok(Published { delivered, seq, duplicate: false, nodes: 0 })
     }
 
     /// Keeps `kept` in the user's history, within the gateway-wide budget.
     fn keep(&self, entry: &mut UserEntry, kept: Kept) {
-        let before = entry.history.footprint();
+        let history = entry.history.get_or_insert_with(Box::default);
+        let before = history.footprint();
         if self.config.history_size > 0 {
-            self.budget.kept(entry.history.keeper(&entry.user), kept.seq);
+            self.budget.kept(history.keeper(&entry.user), kept.seq);
         }
-        entry.history.remember(kept, self.config.history_size);
-        self.budget.adjust(before, entry.history.footprint());
+        history.remember(kept, self.config.history_size);
+        self.budget.adjust(before, history.footprint());
     }
 
     /// Evicts what is over the history budget; call with no shard locked.
@@ -435,10 +452,11 @@ impl Hub {
             let Some(record) = self.budget.oldest() else { return };
             let user = &record.keeper.user;
             let mut shard = self.shard(user);
-            let Some(entry) = shard.get_mut(user).filter(|e| e.history.is_kept_by(&record.keeper)) else { continue };
-            let before = entry.history.footprint();
-            let evicted = entry.history.evict_through(record.seq);
-            self.budget.adjust(before, entry.history.footprint());
+            let kept_there = shard.get_mut(user).and_then(|e| e.history.as_deref_mut());
+            let Some(history) = kept_there.filter(|h| h.is_kept_by(&record.keeper)) else { continue };
+            let before = history.footprint();
+            let evicted = history.evict_through(record.seq);
+            self.budget.adjust(before, history.footprint());
             self.metrics.history_evictions.inc_by(evicted as u64);
         }
     }
@@ -537,10 +555,14 @@ impl Hub {
         let ttl = self.config.history_ttl;
         for mut shard in self.each_shard() {
             shard.retain(|_, e| {
-                let before = e.history.footprint();
-                e.history.expire(ttl, now);
-                self.budget.adjust(before, e.history.footprint());
-                e.keys.expire(ttl, now);
+                if let Some(history) = e.history.as_deref_mut() {
+                    let before = history.footprint();
+                    history.expire(ttl, now);
+                    self.budget.adjust(before, history.footprint());
+                }
+                if e.keys.as_deref_mut().is_some_and(|keys| keys.expire(ttl, now)) {
+                    e.keys = None;
+                }
                 !e.is_idle(now)
             });
         }

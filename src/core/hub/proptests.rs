@@ -532,8 +532,8 @@ impl Model {
                 // leave (a push never prunes); whether it exists is checked
                 // against the model below.
                 assert_eq!(entry.seq, model.seq, "seq of {name}");
-                assert!(entry.history.count() <= self.config.history_size, "history of {name} over its size");
-                assert_eq!(entry.history.count(), model.history.len(), "history of {name}");
+                assert!(entry.history().count() <= self.config.history_size, "history of {name} over its size");
+                assert_eq!(entry.history().count(), model.history.len(), "history of {name}");
                 let mut ids: Vec<u64> = entry.subscribers.iter().map(|s| s.id).collect();
                 let mut want: Vec<u64> =
                     self.slots.iter().flatten().filter(|c| c.joined && c.user == user).map(|c| c.id).collect();

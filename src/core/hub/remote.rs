@@ -98,19 +98,19 @@ impl Hub {
         } else if entry.seq == 0 {
             // Following this stream from here on: what came before was not kept here.
             let first = pushes.first().map_or(current, |p| p.seq.saturating_sub(1));
-            entry.history.not_kept_through(first);
+            entry.history_mut().not_kept_through(first);
         }
         for push in pushes {
             if push.seq > entry.seq {
                 if push.seq > entry.seq + 1 {
                     // The broker no longer keeps what lies between.
-                    entry.history.not_kept_through(push.seq - 1);
+                    entry.history_mut().not_kept_through(push.seq - 1);
                 }
                 self.fan_out_numbered(entry, push);
             }
         }
         if current > entry.seq {
-            entry.history.not_kept_through(current);
+            entry.history_mut().not_kept_through(current);
             entry.seq = current;
         }
         closed
@@ -134,10 +134,11 @@ impl Hub {
     /// Starts following a stream anew at `floor` (everything up to it was
     /// not seen here).
     fn restart_stream(&self, entry: &mut UserEntry, epoch: &Arc<str>, floor: u64) {
-        let before = entry.history.footprint();
-        entry.history.clear();
-        entry.history.not_kept_through(floor);
-        self.budget.adjust(before, entry.history.footprint());
+        let history = entry.history_mut();
+        let before = history.footprint();
+        history.clear();
+        history.not_kept_through(floor);
+        self.budget.adjust(before, history.footprint());
         entry.epoch = Arc::clone(epoch);
         entry.seq = floor;
     }
