@@ -27,8 +27,9 @@ pub const ENVELOPE_PROTOCOL: &str = "pushgate.v1";
 pub(super) struct Accepted<'a> {
     pub upgrade: OnUpgrade,
     pub mode: Mode,
-    /// The identity of a token given at the handshake.
-    pub identity: Option<Identity>,
+    /// The identity of a token given at the handshake. Boxed: the
+    /// connection's task keeps the room of what it is handed to its end.
+    pub identity: Option<Box<Identity>>,
     /// `None` when `--max-connections` was reached: the session closes with
     /// 4003 right after the upgrade (docs/protocol.md, "Limits").
     pub slot: Option<SessionSlot<'a>>,
@@ -102,7 +103,7 @@ async fn upgrade<'a>(
     }
     let identity = match token(req)? {
         None => None,
-        Some(token) => Some(ctx.authenticate(&token).await.map_err(|e| refuse_token(&e))?),
+        Some(token) => Some(Box::new(ctx.authenticate(&token).await.map_err(|e| refuse_token(&e))?)),
     };
     let headers = req.headers();
     let mode = if offers_envelope(headers) { Mode::Envelope } else { Mode::Compat };

@@ -74,7 +74,29 @@ impl Live<'_, '_> {
         loop {
             self.arm_expiry();
             let step = poll_fn(|cx| self.poll_step(cx)).await;
-            if let Err(end) = self.handle(step).await {
+            // Handled here, not in a method of its own: an `async fn` taking
+            // the step would keep its room (and its arms' state) in the
+            // loop's state, part of every idle connection's task. Only two
+            // steps wait on anything, each holding little across its await.
+            let handled = match step {
+                Step::Read(Ok(Incoming::Text(text))) => {
+                    self.member.outbox.seen_alive();
+                    // Boxed: client messages are rare.
+                    Box::pin(self.message(&text)).await
+                }
+                Step::Closing => {
+                    let drained = poll_fn(|cx| self.member.outbox.poll_drain(cx, &mut self.batch, false)).await;
+                    self.write(drained)
+                }
+                Step::Read(Ok(Incoming::Alive)) => {
+                    self.member.outbox.seen_alive();
+                    Ok(())
+                }
+                Step::Read(Err(end)) => Err(end),
+                Step::Drained(drained) => self.write(drained),
+                Step::Expired => Err(CloseCode::TokenExpired.into()),
+            };
+            if let Err(end) = handled {
                 return end;
             }
         }
@@ -119,26 +141,6 @@ impl Live<'_, '_> {
         }
         // Everything is written: the socket may be lent while this waits.
         self.member.outbox.poll_drain(cx, &mut self.batch, true).map(Step::Drained)
-    }
-
-    async fn handle(&mut self, step: Step) -> Result<(), End> {
-        match step {
-            Step::Read(read) => {
-                let incoming = read?;
-                self.member.outbox.seen_alive();
-                match incoming {
-                    // Boxed: client messages are rare, and the live loop stays small.
-                    Incoming::Text(text) => Box::pin(self.message(&text)).await,
-                    Incoming::Alive => Ok(()),
-                }
-            }
-            Step::Drained(drained) => self.write(drained),
-            Step::Closing => {
-                let drained = poll_fn(|cx| self.member.outbox.poll_drain(cx, &mut self.batch, false)).await;
-                self.write(drained)
-            }
-            Step::Expired => Err(CloseCode::TokenExpired.into()),
-        }
     }
 
     /// Queues what was drained; the next turn flushes it in one write. The

@@ -35,7 +35,7 @@ impl Drop for Membership {
 /// Reads messages until a valid register joins the hub. Bounded by
 /// `--register-timeout` (4001); shutdown ends it with 1001. `handshake` is
 /// the identity of a token given at the handshake, if any.
-pub(super) async fn register(conn: &mut Session<'_>, handshake: Option<Identity>) -> Result<Membership, End> {
+pub(super) async fn register(conn: &mut Session<'_>, handshake: Option<Box<Identity>>) -> Result<Membership, End> {
     let ctx = conn.ctx;
     let deadline = Instant::now() + ctx.config.register_timeout;
     let attempt = async {
@@ -45,7 +45,7 @@ pub(super) async fn register(conn: &mut Session<'_>, handshake: Option<Identity>
                 Incoming::Text(text) => text,
                 Incoming::Alive => continue,
             };
-            if let Some(member) = first_message(conn, handshake.as_ref(), &text).await? {
+            if let Some(member) = first_message(conn, handshake.as_deref(), &text).await? {
                 return Ok(member);
             }
         }

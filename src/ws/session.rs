@@ -415,7 +415,12 @@ pub(super) fn incoming(item: Option<Result<Message, WsError>>) -> Result<Incomin
 
 /// Runs the session of an accepted upgrade to its end.
 pub(super) async fn run(ctx: &WsContext, accepted: Box<Accepted<'_>>, id: ConnId) {
-    let Accepted { upgrade, mode, identity, slot } = *accepted;
+    // Moved out in a block of its own, so the box is freed now rather than
+    // when this function returns.
+    let Accepted { upgrade, mode, identity, slot } = {
+        let accepted = accepted;
+        *accepted
+    };
     // `open` and `finish` are boxed: their state exists only at the start
     // and the end, and inline it would be part of every idle connection's task.
     let Some(socket) = Box::pin(open(upgrade, ctx)).await else { return };
@@ -434,7 +439,7 @@ pub(super) async fn run(ctx: &WsContext, accepted: Box<Accepted<'_>>, id: ConnId
 
 /// Register, then live. The register phase is boxed: its timer and
 /// authentication futures are freed once the connection has joined.
-async fn serve(conn: &mut Session<'_>, identity: Option<crate::core::Identity>) -> End {
+async fn serve(conn: &mut Session<'_>, identity: Option<Box<crate::core::Identity>>) -> End {
     // Not matched around the live phase's await: the `Result` would keep its room.
     let member = match Box::pin(register::register(conn, identity)).await {
         Ok(member) => member,
