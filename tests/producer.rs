@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::uri::PathAndQuery;
 use bytes::Bytes;
 use common::http::{http, http_to};
 use common::ws::{Ws, close_code, next_json, next_text, send_text};
@@ -650,11 +651,21 @@ async fn unknown_paths_get_404_over_http_and_unimplemented_over_grpc() {
     let channel = tonic::transport::Channel::from_shared(gw.internal_url()).expect("url").connect().await.expect("c");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
+    // An unknown service (routed), an unknown method of PushService (served
+    // without the router), and a service whose name only starts like it.
+    for path in
+        ["/pushgate.v1.NoSuchService/Nothing", "/pushgate.v1.PushService/Nothing", "/pushgate.v1.PushServiceX/Stats"]
+    {
+        let codec = tonic_prost::ProstCodec::<pushgate::proto::StatsRequest, pushgate::proto::StatsReply>::default();
+        let status = grpc
+            .unary(tonic::Request::new(pushgate::proto::StatsRequest {}), PathAndQuery::from_static(path), codec)
+            .await
+            .expect_err("no such method");
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}: {status:?}");
+        grpc.ready().await.expect("ready");
+    }
+    // PushService's own methods answer on that path (Stats needs no setup).
     let codec = tonic_prost::ProstCodec::<pushgate::proto::StatsRequest, pushgate::proto::StatsReply>::default();
-    let path = axum::http::uri::PathAndQuery::from_static("/pushgate.v1.NoSuchService/Nothing");
-    let status = grpc
-        .unary(tonic::Request::new(pushgate::proto::StatsRequest {}), path, codec)
-        .await
-        .expect_err("no such method");
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    let path = PathAndQuery::from_static("/pushgate.v1.PushService/Stats");
+    grpc.unary(tonic::Request::new(pushgate::proto::StatsRequest {}), path, codec).await.expect("stats");
 }

@@ -54,12 +54,17 @@ impl crate::http::Direct for PushCalls {
     type Future = decode_limits::Answer;
 
     fn claims(&self, path: &str) -> bool {
-        path.strip_prefix('/').and_then(|p| p.strip_prefix(SERVICE_NAME)).is_some_and(|p| p.starts_with('/'))
+        claims(path)
     }
 
     fn call(&self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
         self.0.answer(request.map(tonic::body::Body::new))
     }
+}
+
+/// Whether `path` names a method of PushService (`/pushgate.v1.PushService/…`).
+fn claims(path: &str) -> bool {
+    path.strip_prefix('/').and_then(|p| p.strip_prefix(SERVICE_NAME)).is_some_and(|p| p.starts_with('/'))
 }
 
 /// Any path no service serves: gRPC UNIMPLEMENTED for a gRPC request, a plain
@@ -97,4 +102,18 @@ fn add_reflection(mut routes: Routes) -> Routes {
         Err(error) => tracing::error!(%error, "gRPC reflection v1alpha unavailable"),
     }
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_direct_path_claims_push_service_methods_only() {
+        use super::claims;
+        assert!(claims("/pushgate.v1.PushService/Push"));
+        assert!(claims("/pushgate.v1.PushService/Nothing"), "its own UNIMPLEMENTED answers unknown methods");
+        assert!(!claims("/pushgate.v1.PushServiceX/Push"));
+        assert!(!claims("/pushgate.v1.PushService"));
+        assert!(!claims("/grpc.health.v1.Health/Check"));
+        assert!(!claims("/v1/push"));
+    }
 }
