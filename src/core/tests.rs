@@ -418,3 +418,57 @@ fn write_through_writes_idle_connections_and_hands_back_what_the_socket_refuses(
     assert_eq!(wire.written.lock().expect("written").len(), 3);
     assert!(woken.swap(false, std::sync::atomic::Ordering::SeqCst));
 }
+
+/// On tokio's paused clock: one interval pings every joined connection
+/// exactly once, a few at a time, and closes the one that never answers,
+/// a pong timeout after its own ping.
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_pings_every_connection_once_a_few_at_a_time() {
+    const USERS: usize = 5000;
+    let (interval, pong) = (Duration::from_secs(25), Duration::from_secs(10));
+    let hub = hub(HubConfig::default());
+    let outboxes: Vec<_> = (0..USERS)
+        .map(|i| {
+            let outbox = hub.new_outbox();
+            let user: UserId = Arc::from(format!("u{i}"));
+            hub.join(&user, i as u64, Arc::clone(&outbox), &events(&["e"]), None).expect("join");
+            outbox
+        })
+        .collect();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let beat = tokio::spawn(heartbeat::run(Arc::clone(&hub), interval, pong, stop.clone()));
+    // Drains what was pinged since the last look and answers, except the
+    // first connection, which never does.
+    let mut pinged = vec![0; USERS];
+    let mut look = || {
+        let mut now = 0;
+        for (i, outbox) in outboxes.iter().enumerate() {
+            if drain(outbox).1.ping {
+                pinged[i] += 1;
+                now += 1;
+                if i > 0 {
+                    outbox.seen_alive();
+                }
+            }
+        }
+        now
+    };
+    // Look every 20 ms (chunks of a slice are some 47 ms apart here) until
+    // the last slice's last chunk, due before interval - pong + one slice's
+    // share of it.
+    let slice = (interval - pong) / hub.slices() as u32;
+    let step = Duration::from_millis(20);
+    let mut most = 0;
+    for _ in 0..(interval - pong + slice).as_millis() / step.as_millis() + 1 {
+        tokio::time::sleep(step).await;
+        most = most.max(look());
+    }
+    assert!((1..=heartbeat::PING_CHUNK).contains(&most), "{most} pinged at once");
+    let twice_or_never = pinged.iter().filter(|&&n| n != 1).count();
+    assert_eq!(twice_or_never, 0, "connections not pinged exactly once");
+    tokio::time::sleep(pong).await;
+    assert!(outboxes[0].is_closing(), "the silent connection is closed");
+    assert!(outboxes[1..].iter().all(|o| !o.is_closing()), "only the silent connection is closed");
+    stop.cancel();
+    beat.await.expect("the heartbeat ends");
+}
