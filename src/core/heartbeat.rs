@@ -27,8 +27,8 @@ use super::outbox::Outbox;
 /// push arriving meanwhile waits behind them. Pinging a whole slice (some 150
 /// connections of 10 000) in one go made the low-load latency's tail: P4a's
 /// p99 was 2.3 – 2.8× the floor server's (which sends no pings), and 0.8 –
-/// 1.1× with pings turned off; in chunks it is 0.8 – 1.24× in five runs of
-/// six (BENCHMARKS.md).
+/// 1.1× with pings turned off; in chunks it is mostly 0.8 – 1.24×
+/// (BENCHMARKS.md).
 pub(crate) const PING_CHUNK: usize = 16;
 
 /// Runs until `shutdown` is cancelled. `pong_timeout` is expected to be
