@@ -50,9 +50,7 @@ impl SizedByMethod {
         };
         Self { single: server(single_limit), batch: server(batch_limit) }
     }
-}
 
-impl SizedByMethod {
     /// Serves one call with the instance its path asks for, answering with
     /// the body type of the router's routes.
     pub(super) fn answer(&self, request: Request<Body>) -> Answer {

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::{StatusCode, Version, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -124,15 +124,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Detecting<I> {
 
 /// Middleware: an HTTP/1.x request must be read and answered within
 /// `timeout` of the end of its head, else it is answered 408 and its
-/// connection closed (its body is not read further). HTTP/2 requests pass
-/// untouched: their streams are flow-controlled and a `PushStream` lasts as
-/// long as its producer wants. The handlers of the internal port never wait
-/// on anything but the request body, so the limit is in effect one on
-/// reading the body.
+/// connection closed (its body is not read further). The listener puts only
+/// HTTP/1.x requests behind it: HTTP/2 streams are flow-controlled and a
+/// `PushStream` lasts as long as its producer wants. The handlers of the
+/// internal port never wait on anything but the request body, so the limit
+/// is in effect one on reading the body.
 pub(super) async fn read_in_time(timeout: Duration, request: Request, next: Next) -> Response {
-    if request.version() >= Version::HTTP_2 {
-        return next.run(request).await;
-    }
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
