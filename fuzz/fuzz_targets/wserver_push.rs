@@ -84,9 +84,17 @@ fn oracle(body: &[u8]) -> Option<Option<(String, String, String)>> {
     Some((!message.is_empty()).then_some((user, event, message)))
 }
 
-/// The members of a JSON object as they come, a key given twice kept twice
-/// (a `serde_json::Value` keeps only the last).
+/// The members of a JSON object that name one of the three fields (in any
+/// case), as they come, a key given twice kept twice (a `serde_json::Value`
+/// keeps only the last). Other members are only checked for syntax, as Go
+/// skips a field the struct lacks: `[1e400]` there is valid JSON that a
+/// `Value` would refuse as out of range.
 struct Entries(Vec<(String, Value)>);
+
+/// Whether `key` names a field of wserver's push, as Go matches it.
+fn is_field(key: &str) -> bool {
+    ["userId", "event", "message"].iter().any(|name| key.eq_ignore_ascii_case(name))
+}
 
 impl<'de> serde::Deserialize<'de> for Entries {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -100,8 +108,13 @@ impl<'de> serde::Deserialize<'de> for Entries {
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    entries.push(entry);
+                while let Some(key) = map.next_key::<String>()? {
+                    if is_field(&key) {
+                        let value = map.next_value::<Value>()?;
+                        entries.push((key, value));
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
                 }
                 Ok(Entries(entries))
             }
