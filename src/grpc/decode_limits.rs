@@ -51,21 +51,29 @@ impl SizedByMethod {
         Self { single: server(single_limit), batch: server(batch_limit) }
     }
 
-    /// Serves one call with the instance its path asks for, answering with
-    /// the body type of the router's routes.
+    /// Serves one call with the instance its path asks for (a clone of it,
+    /// made ready and called once), the oversized refusal rewritten.
+    fn sized(&self, request: Request<Body>) -> SizedCall {
+        let instance = if request.uri().path() == PUSH_BATCH_PATH { &self.batch } else { &self.single };
+        instance.clone().oneshot(request).map(refused_as_too_large)
+    }
+
+    /// [`Self::sized`], answering with the body type of the router's routes:
+    /// for the listener's calls made without the router.
     pub(super) fn answer(&self, request: Request<Body>) -> Answer {
-        let call = if request.uri().path() == PUSH_BATCH_PATH { &self.batch } else { &self.single };
-        call.clone().oneshot(request).map(answered)
+        self.sized(request).map(as_routed)
     }
 }
 
-/// The future of [`SizedByMethod::answer`].
-pub(super) type Answer = Map<Oneshot<Authed, Request<Body>>, fn(Reply) -> Response<axum::body::Body>>;
+/// The future of [`SizedByMethod::sized`].
+type SizedCall = Map<Oneshot<Authed, Request<Body>>, fn(Reply) -> Reply>;
 
-/// The answer of a call made without the router, with the oversized refusal
-/// rewritten as on the routed path.
-fn answered(reply: Reply) -> Response<axum::body::Body> {
-    let Ok(response) = refused_as_too_large(reply);
+/// The future of [`SizedByMethod::answer`].
+pub(super) type Answer = Map<SizedCall, fn(Reply) -> Response<axum::body::Body>>;
+
+/// A reply with the router's body type.
+fn as_routed(reply: Reply) -> Response<axum::body::Body> {
+    let Ok(response) = reply;
     response.map(axum::body::Body::new)
 }
 
@@ -76,23 +84,15 @@ impl NamedService for SizedByMethod {
 impl tower::Service<Request<Body>> for SizedByMethod {
     type Response = <Authed as tower::Service<Request<Body>>>::Response;
     type Error = Infallible;
-    type Future = Map<<Authed as tower::Service<Request<Body>>>::Future, fn(Reply) -> Reply>;
+    type Future = SizedCall;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Both are always ready (generated servers and interceptors hold no
-        // capacity); polled anyway so the contract holds if that changes.
-        let single = tower::Service::<Request<Body>>::poll_ready(&mut self.single, cx);
-        let batch = tower::Service::<Request<Body>>::poll_ready(&mut self.batch, cx);
-        match (single, batch) {
-            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ok(())),
-            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => Poll::Ready(Err(e)),
-            _ => Poll::Pending,
-        }
+    /// Always ready: each call readies its own clone of an instance.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let call = if request.uri().path() == PUSH_BATCH_PATH { &mut self.batch } else { &mut self.single };
-        call.call(request).map(refused_as_too_large)
+        self.sized(request)
     }
 }
 

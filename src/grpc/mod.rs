@@ -47,7 +47,6 @@ pub(crate) async fn services(node: Arc<Node>, keys: ProducerKeys) -> GrpcService
 /// PushService's calls, which the internal listener makes without the
 /// router in front (its hot path); the same service is also routed, for
 /// whatever reaches it otherwise.
-#[derive(Clone)]
 pub(crate) struct PushCalls(decode_limits::SizedByMethod);
 
 impl crate::http::Direct for PushCalls {

@@ -115,7 +115,7 @@ pub(crate) async fn serve<D: Direct>(
 /// not pay for the router's matching, its per-route boxes and the HTTP/1
 /// middleware it would pass through untouched. What it serves must also be
 /// in the router, which answers the same calls over HTTP/1.1.
-pub(crate) trait Direct: Clone + Send + Sync + 'static {
+pub(crate) trait Direct: Send + Sync + 'static {
     /// The future of one call.
     type Future: Future<Output = Response<axum::body::Body>> + Send + 'static;
     /// Whether the request at `path` is this service's.
