@@ -83,6 +83,7 @@ const DURATION_FLAGS: &[&str] = &[
     "history-meta-ttl",
     "request-body-timeout",
     "node-lease",
+    "write-delay",
 ];
 const SIZE_FLAGS: &[&str] = &[
     "max-connections",

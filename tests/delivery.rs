@@ -1,5 +1,5 @@
 //! Delivery guarantees end to end (docs/protocol.md, "Delivery semantics"): the send-queue
-//! cap and the slow-consumer policies, resume with `since`, TTL and
+//! cap and the slow-consumer policies, the write delay, resume with `since`, TTL and
 //! idempotency keys, and what `/metrics` tells a scraper — against the real
 //! server on 127.0.0.1:0, with real WebSocket clients and every push sent by
 //! the real gRPC client.
@@ -590,4 +590,50 @@ async fn metrics_parse_and_their_counters_move() {
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "buckets are cumulative");
     assert_eq!(buckets.last().copied(), Some((f64::INFINITY, after.get(&format!("{latency}_count"), &[]))));
     assert_eq!(after.get("pushgate_broker_publish_errors_total", &[]), 0.0);
+}
+
+// ---------------------------------------------------------------- write delay
+
+/// With `--write-delay`, a connection holds its writes that long after the
+/// first delivery queued, then writes everything that came meanwhile at once
+/// (one observation of the write-latency histogram per write); a close does
+/// not wait for the hold, and what was held is written before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_delay_sends_what_came_meanwhile_in_one_write_and_a_close_is_not_held() {
+    // The longest delay allowed.
+    const DELAY: Duration = Duration::from_secs(1);
+    let gw = common::start(Settings { write_delay: Some(DELAY), ..common::settings() }).await;
+    let mut client = gw.grpc().await;
+    let mut tab = gw.compat_tab("held", "e").await;
+    let writes = "pushgate_push_write_latency_seconds_count";
+    let before = scrape(&gw).await.get(writes, &[]);
+
+    let started = Instant::now();
+    for i in 0..5 {
+        assert_eq!(push(&mut client, text_push("held", "e", &format!("held {i}"))).await.delivered, 1);
+    }
+    let pushed_in = started.elapsed();
+    assert_eq!(next_text(&mut tab).await, "held 0");
+    let first_after = started.elapsed();
+    for i in 1..5 {
+        assert_eq!(next_text(&mut tab).await, format!("held {i}"));
+    }
+    assert!(first_after >= DELAY, "the first push arrived {first_after:?} after it was sent, within the delay");
+    // Each hold ends in one write of all that came during it: the five
+    // pushes took `pushed_in`, so at most one write per delay of it, plus one.
+    let wrote = scrape(&gw).await.get(writes, &[]) - before;
+    let most = (pushed_in.as_millis() / DELAY.as_millis() + 1) as f64;
+    assert!(wrote >= 1.0 && wrote <= most, "{wrote} writes for 5 pushes sent in {pushed_in:?}");
+
+    // A push, then a Disconnect during its hold: the push, then 4502, both
+    // well before the hold would have ended (a second here is ample room
+    // for two local calls and two frames).
+    let started = Instant::now();
+    assert_eq!(push(&mut client, text_push("held", "e", "last")).await.delivered, 1);
+    let closed =
+        client.disconnect(DisconnectRequest { user_id: "held".into(), event: None }).await.expect("disconnect");
+    assert_eq!(closed.into_inner().closed, 1);
+    assert_eq!(texts_until_close(&mut tab).await, (vec!["last".to_owned()], 4502));
+    let closed_after = started.elapsed();
+    assert!(closed_after < DELAY, "the close waited for the hold: {closed_after:?}");
 }

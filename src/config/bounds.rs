@@ -49,6 +49,7 @@ impl Config {
         within("max-events-per-conn", hub.max_events_per_conn, 1, 4096)?;
         within("conn-queue-bytes", hub.conn_queue_bytes, KIB, GIB)?;
         within("socket-send-buffer", public.socket_send_buffer, 0, 64 * MIB)?;
+        within("write-delay", public.write_delay, Duration::ZERO, SECOND)?;
         within("history-size", hub.history_size, 0, 100_000)?;
         within("history-max-bytes", hub.history_max_bytes, 0, 1 << 50)?;
         within("listen-backlog", self.listen_backlog, 1, 65_535)?;

@@ -101,6 +101,9 @@ pub struct PublicConfig {
     pub max_client_frame_bytes: usize,
     /// SO_SNDBUF of each accepted socket; default 64 KiB, 0: the kernel's.
     pub socket_send_buffer: usize,
+    /// How long a connection holds its first queued delivery before writing
+    /// (coalescing what comes meanwhile); default 0: write at once.
+    pub write_delay: Duration,
     /// TLS (`wss://`); default none.
     pub tls: Option<TlsFiles>,
     /// Serve wserver's `POST /push` here too (default off; needs a key).
@@ -238,6 +241,7 @@ impl Settings {
             max_client_frame_bytes,
             conn_queue_bytes,
             socket_send_buffer,
+            write_delay,
             slow_policy,
             history_size,
             history_ttl,
@@ -276,6 +280,7 @@ impl Settings {
                 max_memory: s.max_memory.unwrap_or(0),
                 max_client_frame_bytes: s.max_client_frame_bytes.unwrap_or(4096),
                 socket_send_buffer: s.socket_send_buffer.unwrap_or(64 * 1024),
+                write_delay: s.write_delay.unwrap_or(Duration::ZERO),
                 tls: tls_files(s.public_tls_cert.clone(), s.public_tls_key.clone(), None, "public-tls-cert")?,
                 push_on_public: s.push_on_public.unwrap_or(false),
                 demo: s.demo.unwrap_or(false),

@@ -201,6 +201,14 @@ pub struct Settings {
     /// send queue does. [default: 65536]
     #[arg(long, env = "PUSHGATE_SOCKET_SEND_BUFFER")]
     pub socket_send_buffer: Option<usize>,
+    /// How long a connection holds its first queued delivery before it
+    /// writes, so that what is pushed to it meanwhile goes out in the same
+    /// write: fewer writes for connections that receive many messages, at
+    /// up to this much added latency; 0: every delivery is written at once.
+    /// [default: 0]
+    #[arg(long, env = "PUSHGATE_WRITE_DELAY", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub write_delay: Option<Duration>,
     /// What a full send queue does: close (4000) or drop-oldest. [default: close]
     #[arg(long, env = "PUSHGATE_SLOW_POLICY", value_parser = parse_slow_policy)]
     #[serde(default, deserialize_with = "de_slow_policy")]

@@ -86,6 +86,11 @@ struct Queue {
 }
 
 impl Queue {
+    /// No delivery, close, ping or cut frame's tail for the writer.
+    fn has_nothing_to_drain(&self) -> bool {
+        self.items.is_empty() && self.close.is_none() && self.heartbeat != Heartbeat::PingDue && self.rest.is_none()
+    }
+
     /// Forgets what was queued (taken or written), giving a burst's memory
     /// back once idle.
     fn emptied(&mut self) {
@@ -272,18 +277,26 @@ impl Outbox {
     pub fn poll_drain(&self, cx: &mut Context<'_>, into: &mut Vec<Arc<Delivery>>, idle: bool) -> Poll<Drained> {
         self.waker.register(cx.waker());
         let mut q = self.lock();
+        if q.has_nothing_to_drain() {
+            q.wire_free = idle && q.wire.is_some();
+            return Poll::Pending;
+        }
         let ping = q.heartbeat == Heartbeat::PingDue;
         if ping {
             q.heartbeat = Heartbeat::Awaiting;
-        }
-        if q.items.is_empty() && q.close.is_none() && !ping && q.rest.is_none() {
-            q.wire_free = idle && q.wire.is_some();
-            return Poll::Pending;
         }
         q.wire_free = false;
         into.extend(q.items.drain(..));
         q.emptied();
         Poll::Ready(Drained { ping, close: q.close.clone(), rest: q.rest.take() })
+    }
+
+    /// Registers `cx`'s waker like [`Outbox::poll_drain`] but takes nothing:
+    /// `Ready` once there is something to drain. For a writer that holds
+    /// its writes a while after the first delivery (`--write-delay`).
+    pub fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.lock().has_nothing_to_drain() { Poll::Pending } else { Poll::Ready(()) }
     }
 
     /// Registers `cx`'s waker like [`Outbox::poll_drain`] but takes nothing:

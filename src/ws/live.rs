@@ -1,4 +1,4 @@
-//! The live phase of a joined connection: one loop, no timer, that reads the
+//! The live phase of a joined connection: one loop that reads the
 //! socket and drains the connection's outbox, in the same task.
 //!
 //! Each turn polls, in order: the pending writes and the socket's read side
@@ -14,7 +14,11 @@
 //! TCP socket itself (`core::wire`); the loop takes the socket back before it
 //! writes anything of its own. Only a connection whose
 //! token expires holds a timer (boxed, so the others pay one pointer): it
-//! closes with 4002 at the expiry unless a refresh moved it.
+//! closes with 4002 at the expiry unless a refresh moved it. With a write
+//! delay (`--write-delay`) the first thing queued after a write starts a
+//! hold, boxed and dropped at its end; the outbox is drained when it ends,
+//! so what was pushed meanwhile goes out in the same write (a close is not
+//! held), and no producer's thread writes to the socket.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -53,6 +57,9 @@ struct Live<'c, 'a> {
     batch: Vec<Arc<Delivery>>,
     /// The token's expiry and its timer, when the token has one.
     expiry: Option<(SystemTime, Pin<Box<Sleep>>)>,
+    /// With a write delay, the end of the current hold: from the first
+    /// delivery queued after a write until the next write.
+    held: Option<Pin<Box<Sleep>>>,
 }
 
 /// Runs a joined connection until it ends; the membership is dropped (the
@@ -60,13 +67,15 @@ struct Live<'c, 'a> {
 /// the room of its arguments beside the `Live` they are moved into, for
 /// the connection's whole life.
 pub(super) fn run<'c, 'a>(conn: &'c mut Session<'a>, member: Membership) -> impl Future<Output = End> + use<'c, 'a> {
-    if let Some(tcp) = conn.tcp.take() {
+    // Writes held for a write delay are the task's: no producer's thread
+    // writes at once.
+    if let Some(tcp) = conn.tcp.take().filter(|_| conn.ctx.config.write_delay.is_zero()) {
         let latency = conn.ctx.hub.metrics().write_latency();
         member.outbox.attach_wire(Box::new(SocketWire::new(tcp, conn.mode, latency)));
     }
     // Boxed: the loop's state would otherwise hold it twice (as its argument
     // and as its local), for the connection's whole life.
-    Box::new(Live { conn, member, batch: Vec::new(), expiry: None }).run()
+    Box::new(Live { conn, member, batch: Vec::new(), expiry: None, held: None }).run()
 }
 
 impl Live<'_, '_> {
@@ -139,8 +148,31 @@ impl Live<'_, '_> {
         if self.conn.unflushed {
             return self.member.outbox.poll_closing(cx).map(|()| Step::Closing);
         }
+        if !self.poll_hold_over(cx) {
+            return self.member.outbox.poll_closing(cx).map(|()| Step::Closing);
+        }
         // Everything is written: the socket may be lent while this waits.
         self.member.outbox.poll_drain(cx, &mut self.batch, true).map(Step::Drained)
+    }
+
+    /// Whether the outbox may be drained now: always without a write delay;
+    /// with one, once the hold that the first queued delivery began is over
+    /// (a close does not wait for it: the caller watches for one).
+    fn poll_hold_over(&mut self, cx: &mut Context<'_>) -> bool {
+        let delay = self.conn.ctx.config.write_delay;
+        if delay.is_zero() {
+            return true;
+        }
+        let held = match &mut self.held {
+            Some(held) => held,
+            None if self.member.outbox.poll_queued(cx).is_pending() => return false,
+            None => self.held.insert(Box::pin(tokio::time::sleep(delay))),
+        };
+        let over = held.as_mut().poll(cx).is_ready();
+        if over {
+            self.held = None;
+        }
+        over
     }
 
     /// Queues what was drained; the next turn flushes it in one write. The
