@@ -79,7 +79,10 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(&config.log),
     }
     .context("log filter")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or a journal gets plain text
+    // (and each connection's span fields are formatted without escapes).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

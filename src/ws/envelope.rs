@@ -118,13 +118,26 @@ fn text(value: serde_json::Value) -> Message {
     Message::Text(value.to_string().into())
 }
 
-/// `{"type":"registered","user":..,"conn":"<id>","events":[..],"seq":N}`.
+/// `{"type":"registered","user":..,"conn":"<id>","events":[..],"seq":N,"epoch":..}`.
+/// Written out directly, like a push's envelope: every connection gets one,
+/// and a `json!` value (a map of owned strings) costs several times more.
 pub(super) fn registered(user: &str, conn: ConnId, joined: &Joined) -> Message {
-    let events: Vec<&str> = joined.events.iter().map(|e| &**e).collect();
-    let (seq, epoch) = (joined.seq, &*joined.epoch);
-    text(
-        json!({"type": "registered", "user": user, "conn": conn.to_string(), "events": events, "seq": seq, "epoch": epoch}),
-    )
+    let events_len: usize = joined.events.iter().map(|e| e.len() + 3).sum();
+    let mut out = String::with_capacity(96 + user.len() + events_len + joined.epoch.len());
+    out.push_str(r#"{"type":"registered","user":"#);
+    push_json_str(&mut out, user);
+    // Writing into a String cannot fail.
+    let _ = write!(out, r#","conn":"{conn}","events":["#);
+    for (i, event) in joined.events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, event);
+    }
+    let _ = write!(out, r#"],"seq":{},"epoch":"#, joined.seq);
+    push_json_str(&mut out, &joined.epoch);
+    out.push('}');
+    Message::Text(out.into())
 }
 
 /// `{"type":"recovered","from":F,"to":T,"complete":bool}` after a replay.
@@ -164,6 +177,22 @@ mod tests {
 
     fn push(payload: Payload, seq: Option<u64>) -> Delivery {
         Delivery::new(Arc::from("a"), seq, payload, None)
+    }
+
+    #[test]
+    fn registered_is_json_with_escaped_strings() {
+        let joined =
+            Joined { events: vec![Arc::from("a\"b"), Arc::from("c")], seq: 7, epoch: Arc::from("00ff"), replay: None };
+        let Message::Text(t) = registered("u\\\n1", 42, &joined) else { panic!("not text") };
+        let v: serde_json::Value = serde_json::from_str(&t).expect("valid JSON");
+        let expected = serde_json::json!({
+            "type": "registered", "user": "u\\\n1", "conn": "42", "events": ["a\"b", "c"], "seq": 7, "epoch": "00ff"
+        });
+        assert_eq!(v, expected);
+        let none = Joined { events: Vec::new(), ..joined };
+        let Message::Text(t) = registered("u", 1, &none) else { panic!("not text") };
+        let v: serde_json::Value = serde_json::from_str(&t).expect("valid JSON");
+        assert_eq!(v["events"], serde_json::json!([]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod proptests;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
@@ -605,7 +605,11 @@ fn replay_ms(ttl_ms: u128) -> u32 {
 /// over the process, the time and a counter (so two are never alike).
 fn new_epoch() -> Arc<str> {
     static COUNT: AtomicU64 = AtomicU64::new(0);
+    // Asked once: `process::id` is a system call each time, and a new
+    // user's entry (each first connection of a user) makes an epoch.
+    static PROCESS: OnceLock<u32> = OnceLock::new();
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    let seed = RandomState::default().hash_one((std::process::id(), Instant::now(), n));
+    let process = *PROCESS.get_or_init(std::process::id);
+    let seed = RandomState::default().hash_one((process, Instant::now(), n));
     Arc::from(format!("{seed:016x}"))
 }
