@@ -681,6 +681,41 @@ async fn malformed_upgrades_are_answered_by_the_standards() {
     }
 }
 
+/// An upgrade arrives however the client sends it: as the connection's
+/// first request (answered by the listener itself) or after another request
+/// on a kept-alive connection (answered by hyper), each time with its
+/// register frame in the same write as its head. Either way the session
+/// gets every byte the client sent after the head.
+#[tokio::test]
+async fn an_upgrade_first_or_after_another_request_keeps_what_came_with_it() {
+    let gw = common::start(settings()).await;
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let health = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (user, before) in [("first", ""), ("second", health)] {
+        let mut tcp = TcpStream::connect(gw.public()).await.expect("tcp");
+        let register = masked_text(format!(r#"{{"token":"{user}","event":"e"}}"#).as_bytes());
+        tcp.write_all(&[before.as_bytes(), upgrade.as_bytes(), &register].concat()).await.expect("write");
+        gw.wait_online(user, 1).await;
+        assert_eq!(gw.push_text(user, "e", "hello").delivered, 1);
+        let mut seen = Vec::new();
+        let delivered = async {
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"\x81\x05hello") {
+                let n = tcp.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+        };
+        timeout(WAIT, delivered).await.expect("the push arrived");
+        let seen = String::from_utf8_lossy(&seen);
+        assert_eq!(seen.starts_with("HTTP/1.1 200"), !before.is_empty(), "{seen}");
+        assert!(seen.contains("HTTP/1.1 101 Switching Protocols\r\n"), "{seen}");
+    }
+}
+
 /// The whole answer to a `GET` of `path` on the public port.
 async fn http_get(gw: &Gateway, path: &str) -> String {
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -16,16 +16,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::admission::SessionSlot;
-use super::{Listener, Mode, origin};
+use super::{Listener, Mode, WsContext, origin};
 use crate::core::{AuthError, Identity};
 use crate::net::bearer;
+use crate::net::tls::Socket;
 
 /// The sub-protocol that selects the envelope mode.
 pub const ENVELOPE_PROTOCOL: &str = "pushgate.v1";
 
 /// An accepted upgrade, handed from the HTTP service to the connection task.
 pub(super) struct Accepted<'a> {
-    pub upgrade: OnUpgrade,
+    pub upgrade: Upgrade,
     pub mode: Mode,
     /// The identity of a token given at the handshake. Boxed: the
     /// connection's task keeps the room of what it is handed to its end.
@@ -33,6 +34,59 @@ pub(super) struct Accepted<'a> {
     /// `None` when `--max-connections` was reached: the session closes with
     /// 4003 right after the upgrade (docs/protocol.md, "Limits").
     pub slot: Option<SessionSlot<'a>>,
+}
+
+/// Where the upgraded stream is.
+pub(super) enum Upgrade {
+    /// With hyper, which hands it back once its 101 is written.
+    Hyper(OnUpgrade),
+    /// Here: the 101 is written; the bytes the client sent after its request.
+    Direct(Socket, Bytes),
+}
+
+/// What the checks let through: the session's side of an upgrade, and the
+/// `Sec-WebSocket-Accept` of its 101.
+pub(super) struct Checked<'a> {
+    mode: Mode,
+    identity: Option<Box<Identity>>,
+    slot: Option<SessionSlot<'a>>,
+    accept: String,
+}
+
+impl<'a> Checked<'a> {
+    /// The session's side, with the stream's way to it.
+    pub fn accepted(self, upgrade: Upgrade) -> Accepted<'a> {
+        Accepted { upgrade, mode: self.mode, identity: self.identity, slot: self.slot }
+    }
+
+    /// The 101 answer, for hyper.
+    fn reply(&self) -> Reply {
+        let mut reply = plain(StatusCode::SWITCHING_PROTOCOLS, "", &[]);
+        let h = reply.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&self.accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if self.mode == Mode::Envelope {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(ENVELOPE_PROTOCOL));
+        }
+        reply
+    }
+
+    /// The same 101 answer as bytes, for the listener's own path.
+    pub fn head(&self) -> Vec<u8> {
+        let protocol = match self.mode {
+            Mode::Envelope => "sec-websocket-protocol: pushgate.v1\r\n",
+            Mode::Compat => "",
+        };
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+             sec-websocket-accept: {}\r\n{protocol}\r\n",
+            self.accept
+        )
+        .into_bytes()
+    }
 }
 
 /// Where the service leaves an accepted upgrade for its connection task.
@@ -61,8 +115,10 @@ pub(super) async fn respond<'a>(
         return Ok(plain(status, "", &[(header::ALLOW, "GET")]));
     }
     let reply = if path == ctx.config.ws_path {
-        match upgrade(listener, peer, &mut req).await {
-            Ok((accepted, reply)) => {
+        match check(listener, peer, &req).await {
+            Ok(checked) => {
+                let reply = checked.reply();
+                let accepted = checked.accepted(Upgrade::Hyper(hyper::upgrade::on(&mut req)));
                 *pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(accepted);
                 reply
             }
@@ -81,12 +137,20 @@ pub(super) async fn respond<'a>(
     Ok(reply)
 }
 
-/// Checks an upgrade request and builds its 101 answer.
-async fn upgrade<'a>(
+/// Whether a `GET` of `path` is an upgrade request, as [`respond`] routes
+/// it: the listener answers such a request itself when it opens a connection.
+pub(super) fn is_upgrade_path(ctx: &WsContext, path: &str) -> bool {
+    path == ctx.config.ws_path
+        && !(ctx.push.is_some() && path == "/push")
+        && ctx.demo.as_ref().is_none_or(|demo| demo.respond(&Method::GET, path).is_none())
+}
+
+/// Checks an upgrade request: everything its 101 answer and its session need.
+pub(super) async fn check<'a, B>(
     listener: &'a Listener,
     peer: IpAddr,
-    req: &mut Request<Incoming>,
-) -> Result<(Accepted<'a>, Reply), Refusal> {
+    req: &Request<B>,
+) -> Result<Checked<'a>, Refusal> {
     let ctx = &listener.ctx;
     let key = precheck(req, &ctx.config.allowed_origins)?;
     if ctx.hub.is_shutting_down() {
@@ -105,20 +169,10 @@ async fn upgrade<'a>(
         None => None,
         Some(token) => Some(Box::new(ctx.authenticate(&token).await.map_err(|e| refuse_token(&e))?)),
     };
-    let headers = req.headers();
-    let mode = if offers_envelope(headers) { Mode::Envelope } else { Mode::Compat };
-    let mut reply = plain(StatusCode::SWITCHING_PROTOCOLS, "", &[]);
-    let h = reply.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    if mode == Mode::Envelope {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(ENVELOPE_PROTOCOL));
-    }
+    let mode = if offers_envelope(req.headers()) { Mode::Envelope } else { Mode::Compat };
+    let accept = derive_accept_key(key.as_bytes());
     let slot = listener.admission().sessions.acquire(peer);
-    Ok((Accepted { upgrade: hyper::upgrade::on(req), mode, identity, slot }, reply))
+    Ok(Checked { mode, identity, slot, accept })
 }
 
 /// The checks of an upgrade request that need nothing but the request:
@@ -272,6 +326,27 @@ impl Refusal {
 
     fn reply(self) -> Reply {
         plain(self.status, self.body, self.header.as_slice())
+    }
+
+    /// The same answer as bytes, for the listener's own path, which closes
+    /// the connection after it.
+    pub fn head(&self) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ndate: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+            self.body.len()
+        );
+        if let Some((name, value)) = &self.header {
+            head += &format!("{name}: {value}\r\n");
+        }
+        if !self.body.is_empty() {
+            head += "content-type: text/plain; charset=utf-8\r\n";
+        }
+        head += "\r\n";
+        head += self.body;
+        head.into_bytes()
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - this file: the accept loop and the one task each connection gets;
+//! - `head`: the first request's head, read here; an upgrade is answered
+//!   without hyper, anything else goes to hyper with the bytes read;
 //! - [`handshake`]: HTTP routing and the upgrade checks (origin, token,
 //!   sub-protocol), all refused with an HTTP status before the upgrade;
 //! - `session`: a connection's life after the upgrade — the register phase
@@ -11,10 +13,11 @@
 //! - `protocol`: client messages; `envelope`: server frames; `close`: the one
 //!   mapping from the core's close codes to close frames.
 //!
-//! Each connection costs one task. Until the upgrade it runs hyper's HTTP/1
-//! connection (boxed, so its memory is freed at the upgrade) and holds one of
-//! the `--max-handshakes` permits; after it, the task holds only the
-//! WebSocket stream, the session state and the outbox.
+//! Each connection costs one task. Until the upgrade it reads the first
+//! request (and runs hyper's HTTP/1 connection if that is not an upgrade),
+//! boxed so its memory is freed at the upgrade, and holds one of the
+//! `--max-handshakes` permits; after it, the task holds only the WebSocket
+//! stream, the session state and the outbox.
 
 mod admission;
 mod close;
@@ -22,6 +25,7 @@ mod demo;
 mod envelope;
 pub(crate) mod fuzzing;
 mod handshake;
+mod head;
 mod live;
 mod origin;
 mod protocol;
@@ -35,6 +39,7 @@ use std::sync::Arc;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,7 +48,8 @@ use tracing::Instrument as _;
 use crate::config::PublicConfig;
 use crate::core::hub::{MAX_USER_ID_BYTES, check_length};
 use crate::core::{AuthError, Authenticator, Broker, Hub, Identity};
-use crate::net::{accept_loop_gated, tls};
+use crate::net::accept_loop_gated;
+use crate::net::tls::{self, Socket};
 use admission::{Handshakes, MemoryWatch, Sessions};
 
 pub(crate) use demo::Demo;
@@ -215,19 +221,80 @@ fn connection(
     .instrument(span)
 }
 
-/// TLS, then HTTP/1 until the connection ends or is upgraded; the accepted
-/// upgrade, if any (boxed, like its arrival, for the room it would keep).
+/// TLS, then the first request's head: an upgrade is answered here
+/// ([`direct`]), anything else by hyper's HTTP/1 until the connection ends
+/// or is upgraded. The accepted upgrade, if any (boxed, like its arrival,
+/// for the room it would keep).
 async fn upgrade<'l>(listener: &'l Listener, arrived: Box<Arrived>) -> Option<Box<handshake::Accepted<'l>>> {
     let Arrived { stream, peer, permit } = *arrived;
     let _handshake = listener.admission().handshakes.begin(permit);
     let ctx = &listener.ctx;
-    let stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
+    let mut stream = match tls::accept(ctx.tls.as_ref(), stream, ctx.config.handshake_timeout).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
             return None;
         }
     };
+    // The same bound as hyper's on a request head (`header_read_timeout`).
+    let first = head::read(&mut stream, |path| handshake::is_upgrade_path(ctx, path));
+    let first = tokio::select! {
+        first = tokio::time::timeout(ctx.config.handshake_timeout, first) => first,
+        () = ctx.shutdown.cancelled() => return None,
+    };
+    let accepted = match first {
+        Ok(Ok(head::First::Claimed(request, rest))) => direct(listener, peer, stream, request, rest).await?,
+        Ok(Ok(head::First::Other(read))) => with_hyper(listener, peer, head::Prefixed::new(read, stream)).await?,
+        Ok(Ok(head::First::Closed)) => return None,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "reading the request failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request head within the handshake timeout");
+            return None;
+        }
+    };
+    tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");
+    Some(Box::new(accepted))
+}
+
+/// Checks and answers an upgrade request read by [`head::read`]: its 101, or
+/// its refusal (and the connection is closed).
+async fn direct<'l>(
+    listener: &'l Listener,
+    peer: SocketAddr,
+    mut stream: Socket,
+    request: hyper::Request<()>,
+    rest: bytes::Bytes,
+) -> Option<handshake::Accepted<'l>> {
+    let checked = handshake::check(listener, peer.ip(), &request).await;
+    drop(request);
+    let answer = match &checked {
+        Ok(checked) => checked.head(),
+        Err(refusal) => refusal.head(),
+    };
+    // A few hundred bytes on a connection that has sent nothing but its
+    // request: the socket's buffer takes them at once.
+    if let Err(error) = stream.write_all(&answer).await {
+        tracing::debug!(%peer, %error, "answering the upgrade failed");
+        return None;
+    }
+    match checked {
+        Ok(checked) => Some(checked.accepted(handshake::Upgrade::Direct(stream, rest))),
+        Err(_) => {
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
+}
+
+/// Serves the connection with hyper's HTTP/1 until it ends or is upgraded.
+async fn with_hyper<'l>(
+    listener: &'l Listener,
+    peer: SocketAddr,
+    stream: head::Prefixed,
+) -> Option<handshake::Accepted<'l>> {
     let pending = handshake::Pending::default();
     {
         let service = service_fn(|req| handshake::respond(listener, &pending, peer.ip(), req));
@@ -243,7 +310,5 @@ async fn upgrade<'l>(listener: &'l Listener, arrived: Box<Arrived>) -> Option<Bo
             tracing::debug!(%error, "http connection ended");
         }
     }
-    let accepted = pending.into_inner().unwrap_or_else(|e| e.into_inner())?;
-    tracing::debug!(%peer, mode = ?accepted.mode, "upgraded");
-    Some(Box::new(accepted))
+    pending.into_inner().unwrap_or_else(|e| e.into_inner())
 }

@@ -42,7 +42,8 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::handshake::Accepted;
+use super::handshake::{Accepted, Upgrade};
+use super::head::Prefixed;
 use super::protocol::BadRequest;
 use super::{MAX_HEADER_BYTES, Mode, WsContext, close, envelope, live, register};
 use crate::core::{CloseCode, CloseReason, ConnId, DropReason};
@@ -460,19 +461,12 @@ fn largest_frame(ctx: &WsContext) -> usize {
     push.max(registered) + 1024
 }
 
-/// Takes the upgraded TCP stream back from hyper and wraps it; a plain TCP
-/// stream is shared, its second handle returned.
-async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<(Ws, Option<Arc<TcpStream>>)> {
-    let upgraded = match upgrade.await {
-        Ok(upgraded) => upgraded,
-        Err(error) => {
-            tracing::debug!(%error, "upgrade failed");
-            return None;
-        }
-    };
-    let Ok(parts) = upgraded.downcast::<TokioIo<Socket>>() else {
-        tracing::error!("upgraded connection is not the TCP stream it was accepted as");
-        return None;
+/// The upgraded stream (taken back from hyper if it answered the upgrade),
+/// wrapped; a plain TCP stream is shared, its second handle returned.
+async fn open(upgrade: Upgrade, ctx: &WsContext) -> Option<(Ws, Option<Arc<TcpStream>>)> {
+    let (socket, read) = match upgrade {
+        Upgrade::Direct(socket, read) => (socket, read),
+        Upgrade::Hyper(upgrade) => from_hyper(upgrade).await?,
     };
     let max = ctx.config.max_client_frame_bytes;
     // The cap is never reached by our own frames (the budget hands one large
@@ -484,13 +478,32 @@ async fn open(upgrade: hyper::upgrade::OnUpgrade, ctx: &WsContext) -> Option<(Ws
         .max_write_buffer_size(WRITE_BUDGET + largest_frame(ctx))
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let (stream, tcp) = parts.io.into_inner().share();
-    let ws = if parts.read_buf.is_empty() {
+    let (stream, tcp) = socket.share();
+    let ws = if read.is_empty() {
         WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
     } else {
-        WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, Some(config)).await
+        WebSocketStream::from_partially_read(stream, read.to_vec(), Role::Server, Some(config)).await
     };
     Some((ws, tcp))
+}
+
+/// The socket hyper upgraded, and what was read from it but not taken.
+async fn from_hyper(upgrade: hyper::upgrade::OnUpgrade) -> Option<(Socket, Bytes)> {
+    let upgraded = match upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return None;
+        }
+    };
+    let Ok(parts) = upgraded.downcast::<TokioIo<Prefixed>>() else {
+        tracing::error!("upgraded connection is not the TCP stream it was accepted as");
+        return None;
+    };
+    let (socket, unread) = parts.io.into_inner().into_parts();
+    // hyper reads what the listener had read before anything else.
+    let read = if unread.is_empty() { parts.read_buf } else { [parts.read_buf, unread].concat().into() };
+    Some((socket, read))
 }
 
 /// Ends the session: sends the close frame (after everything already

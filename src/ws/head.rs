@@ -1,0 +1,202 @@
+//! The first request of a connection, read by the listener itself. Nearly
+//! every connection opens with its WebSocket upgrade; that request is
+//! checked and answered here, without hyper's HTTP/1 connection (its
+//! buffers, header map and upgrade hand-off were about a third of the
+//! gateway's work per connection, BENCHMARKS.md "The upgrade without
+//! hyper"). Anything else — another path, another method, HTTP/1.0, a body,
+//! a head hyper would refuse — goes to hyper with the bytes read so far, so
+//! its answers stay hyper's.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Uri, Version};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+
+use super::MAX_HEADER_BYTES;
+use crate::net::tls::Socket;
+
+/// Headers a claimed upgrade may have; a browser sends about fifteen. A
+/// request with more goes to hyper (which takes up to a hundred).
+const MAX_HEADERS: usize = 48;
+
+/// What the first request turned out to be.
+// Returned once per connection and unpacked at once: a box would cost an
+// allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum First {
+    /// A complete `GET` head for a path the caller claims, HTTP/1.1, without
+    /// a body; and the bytes the client sent after it.
+    Claimed(Request<()>, Bytes),
+    /// Anything else, complete or not: the bytes read, for hyper.
+    Other(Bytes),
+    /// The client closed before sending a whole head.
+    Closed,
+}
+
+/// Reads the head of the first request from `stream` (at most
+/// [`MAX_HEADER_BYTES`]; more goes to hyper, which answers 431) and sorts it
+/// by `claims(path)`. The caller bounds the time it takes.
+pub(super) async fn read(stream: &mut Socket, claims: impl Fn(&str) -> bool) -> io::Result<First> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let searched = buf.len().saturating_sub(3);
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(First::Closed);
+        }
+        if buf[searched..].windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(sort(Bytes::from(buf), claims));
+        }
+        if buf.len() > MAX_HEADER_BYTES {
+            return Ok(First::Other(Bytes::from(buf)));
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(1024);
+        }
+    }
+}
+
+/// Parses a buffer that holds a whole head; `Other` unless it is claimed.
+fn sort(bytes: Bytes, claims: impl Fn(&str) -> bool) -> First {
+    match parse(&bytes, claims) {
+        Some((request, len)) => First::Claimed(request, bytes.slice(len..)),
+        None => First::Other(bytes),
+    }
+}
+
+/// The claimed request in `bytes` and its head's length. Header values are
+/// shared with `bytes`, not copied.
+fn parse(bytes: &Bytes, claims: impl Fn(&str) -> bool) -> Option<(Request<()>, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else { return None };
+    if len > MAX_HEADER_BYTES {
+        return None;
+    }
+    let target = parsed.path?;
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    if parsed.method? != "GET" || parsed.version? != 1 || !claims(path) {
+        return None;
+    }
+    let mut request = Request::new(());
+    *request.uri_mut() = Uri::from_maybe_shared(bytes.slice_ref(target.as_bytes())).ok()?;
+    *request.version_mut() = Version::HTTP_11;
+    *request.method_mut() = Method::GET;
+    let map = request.headers_mut();
+    map.reserve(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            return None;
+        }
+        map.append(name, HeaderValue::from_maybe_shared(bytes.slice_ref(h.value)).ok()?);
+    }
+    Some((request, len))
+}
+
+/// A socket with bytes already read from it, which it yields first: how
+/// hyper gets a connection whose first head was read here.
+pub(super) struct Prefixed {
+    prefix: Bytes,
+    socket: Socket,
+}
+
+impl Prefixed {
+    pub fn new(prefix: Bytes, socket: Socket) -> Self {
+        Self { prefix, socket }
+    }
+
+    /// The socket and what of the prefix was not read.
+    pub fn into_parts(self) -> (Socket, Bytes) {
+        (self.socket, self.prefix)
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.socket).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(head: &[u8]) -> First {
+        sort(Bytes::copy_from_slice(head), |path| path == "/ws")
+    }
+
+    const UPGRADE: &str = "GET /ws?token=a%20b HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                           Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    #[test]
+    fn an_upgrade_head_is_claimed_with_its_headers_and_what_follows() {
+        let First::Claimed(request, rest) = sorted(&[UPGRADE.as_bytes(), b"\x81\x80"].concat()) else {
+            panic!("not claimed")
+        };
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), "/ws");
+        assert_eq!(request.uri().query(), Some("token=a%20b"));
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()[header::UPGRADE], "websocket");
+        assert_eq!(request.headers()[header::SEC_WEBSOCKET_KEY], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(&rest[..], b"\x81\x80");
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper_as_it_was_read() {
+        let heads = [
+            "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            UPGRADE.replace("GET", "HEAD"),
+            UPGRADE.replace("GET", "POST"),
+            UPGRADE.replace("HTTP/1.1", "HTTP/1.0"),
+            UPGRADE.replace("Host: x", "Content-Length: 0"),
+            UPGRADE.replace("Host: x", "Transfer-Encoding: chunked"),
+            UPGRADE.replace("Host: x", "Bad Header: x"),
+            UPGRADE.replace("Host: x\r\n", &"X-A: b\r\n".repeat(MAX_HEADERS)),
+            UPGRADE.replace("Host: x", &format!("X-A: {}", "b".repeat(MAX_HEADER_BYTES))),
+            "GET /ws HTTP/1.1\r\nHost: \x01\r\n\r\n".to_owned(),
+            "nonsense\r\n\r\n".to_owned(),
+        ];
+        for head in heads {
+            let First::Other(bytes) = sorted(head.as_bytes()) else { panic!("claimed: {head:?}") };
+            assert_eq!(&bytes[..], head.as_bytes());
+        }
+    }
+}
