@@ -216,13 +216,8 @@ async fn delegate(push: &axum::Router, req: Request<Incoming>) -> Reply {
 
 /// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
 fn websocket_key(headers: &HeaderMap) -> Result<String, Refusal> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
+    let has_token =
+        |name: header::HeaderName, token: &str| list_has(headers, name, |t| t.eq_ignore_ascii_case(token.as_bytes()));
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
         let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
         return Err(refusal.with(header::UPGRADE, "websocket"));
@@ -248,11 +243,14 @@ fn is_websocket_key(key: &str) -> bool {
 
 /// True when the client offers the `pushgate.v1` sub-protocol.
 pub(super) fn offers_envelope(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim() == ENVELOPE_PROTOCOL))
+    list_has(headers, header::SEC_WEBSOCKET_PROTOCOL, |p| p == ENVELOPE_PROTOCOL.as_bytes())
+}
+
+/// Whether an item of the comma-separated lists in the `name` headers
+/// matches, with the whitespace around it trimmed. Compared as bytes: the
+/// tokens looked for are ASCII.
+fn list_has(headers: &HeaderMap, name: header::HeaderName, matches: impl Fn(&[u8]) -> bool) -> bool {
+    headers.get_all(name).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|item| matches(item.trim_ascii())))
 }
 
 /// The token given at the handshake: `Authorization: Bearer ...`, else

@@ -1,9 +1,15 @@
 //! Client → server messages (docs/protocol.md, "Client messages"): JSON text frames parsed into
 //! [`ClientMessage`]. Keys are matched ASCII-case-insensitively, as Go's
 //! `encoding/json` does for wserver's `{"token","event"}`; a `null` value is
-//! the same as a missing key, as in Go.
+//! the same as a missing key, and of two keys that match, the later one in
+//! the message counts, as in Go.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 
 use crate::core::event::EventError;
 use crate::core::{EventName, Since, event_name};
@@ -63,9 +69,13 @@ impl BadRequest {
 
 /// Parses one text frame.
 pub(super) fn parse(text: &str) -> Result<ClientMessage, BadRequest> {
-    let value: Value = serde_json::from_str(text).map_err(|e| BadRequest::Json(e.to_string()))?;
-    let Value::Object(map) = value else { return Err(BadRequest::NotObject) };
-    let fields = Fields(&map);
+    let members = match serde_json::from_str::<Members>(text) {
+        Ok(members) => members,
+        // Told apart only on this rare path: valid JSON, but not an object.
+        Err(_) if serde_json::from_str::<de::IgnoredAny>(text).is_ok() => return Err(BadRequest::NotObject),
+        Err(e) => return Err(BadRequest::Json(e.to_string())),
+    };
+    let fields = Fields(&members.0);
     match fields.string("type")? {
         None | Some("register") => Ok(ClientMessage::Register(Register {
             token: fields.string("token")?.map(str::to_owned),
@@ -83,11 +93,59 @@ pub(super) fn parse(text: &str) -> Result<ClientMessage, BadRequest> {
     }
 }
 
+/// A JSON object's members in the message's order; keys are borrowed from
+/// the text unless they hold escapes. (A map would cost a node and a key
+/// allocation per member, for the two or three members a message has.)
+struct Members<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
+                while let Some(Key(key)) = map.next_key()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
+/// A member's key, borrowed when it can be.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 /// A JSON object whose keys are looked up case-insensitively.
-struct Fields<'a>(&'a Map<String, Value>);
+struct Fields<'a>(&'a [(Cow<'a, str>, Value)]);
 
 impl<'a> Fields<'a> {
-    /// The value of `key`, `None` when missing or `null`.
+    /// The value of `key`, `None` when missing or `null`; the last one in
+    /// the message when several keys match.
     fn get(&self, key: &str) -> Option<&'a Value> {
         self.0.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v).rfind(|v| !v.is_null())
     }
@@ -167,6 +225,18 @@ mod tests {
         assert_eq!(names(&r.events), ["a", "b"]);
         assert_eq!(r.since, Some(Since::seq(41)));
         assert_eq!(r.token, None);
+    }
+
+    #[test]
+    fn of_two_matching_keys_the_later_non_null_one_counts_as_in_go() {
+        let token = |s: &str| match parse(s) {
+            Ok(ClientMessage::Register(r)) => r.token,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(token(r#"{"token":"b","Token":"a"}"#).as_deref(), Some("a"));
+        assert_eq!(token(r#"{"Token":"a","token":"b"}"#).as_deref(), Some("b"));
+        assert_eq!(token(r#"{"token":"a","token":null}"#).as_deref(), Some("a"));
+        assert_eq!(token(r#"{"to\u006ben":"escaped"}"#).as_deref(), Some("escaped"));
     }
 
     #[test]
