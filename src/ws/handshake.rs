@@ -247,10 +247,14 @@ pub(super) fn offers_envelope(headers: &HeaderMap) -> bool {
 }
 
 /// Whether an item of the comma-separated lists in the `name` headers
-/// matches, with the whitespace around it trimmed. Compared as bytes: the
-/// tokens looked for are ASCII.
+/// matches, with the whitespace around it trimmed; a value that is not
+/// visible ASCII is not read.
 fn list_has(headers: &HeaderMap, name: header::HeaderName, matches: impl Fn(&[u8]) -> bool) -> bool {
-    headers.get_all(name).iter().any(|v| v.as_bytes().split(|&b| b == b',').any(|item| matches(item.trim_ascii())))
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.as_bytes().split(|&b| b == b',').any(|item| matches(item.trim_ascii())))
 }
 
 /// The token given at the handshake: `Authorization: Bearer ...`, else
