@@ -11,7 +11,8 @@ use crate::proto::{PushBatchReply, PushBatchRequest};
 
 pub use crate::http::fuzzing::wserver_body;
 pub use crate::ws::fuzzing::{
-    ClientError, ClientMessage, Frame, Refused, Upgrade, client_message, delivery_frame, upgrade_checks,
+    ClaimedHead, ClientError, ClientMessage, Frame, Refused, Upgrade, client_message, delivery_frame, first_request,
+    upgrade_checks,
 };
 
 /// The internal port's HTTP routes (`/push`, `/v1/*`, health, metrics) over

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use hyper::Request;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Mode, envelope, handshake, protocol};
+use super::{Mode, envelope, handshake, head, protocol};
 use crate::core::Delivery;
 
 /// A parsed client message (docs/protocol.md, "Client messages"), with event
@@ -112,7 +112,7 @@ pub fn upgrade_checks<B>(req: &Request<B>, allowed_origins: &[String]) -> Result
     };
     let key = handshake::precheck(req, allowed_origins).map_err(refused)?;
     let token = handshake::token(req).map_err(refused)?;
-    Ok(Upgrade { key, token, envelope: handshake::offers_envelope(req.headers()) })
+    Ok(Upgrade { key, token, envelope: handshake::offers_envelope(req) })
 }
 
 /// A frame as the connection writes it.
@@ -133,4 +133,29 @@ pub fn delivery_frame(envelope: bool, delivery: &Delivery) -> Frame {
         Message::Binary(bytes) => Frame::Binary(bytes),
         other => unreachable!("a delivery is a text or binary frame, not {other:?}"),
     }
+}
+
+/// A first request the listener answers itself (the upgrade path), as
+/// `head` read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedHead {
+    /// The request target, query included.
+    pub target: String,
+    /// The headers in order, names and values as sent (values without the
+    /// blank space around them).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The bytes after the head, handed to the WebSocket.
+    pub rest: Vec<u8>,
+}
+
+/// What the public listener makes of `bytes` as the first thing a
+/// connection sends, once they hold a blank line: `Some` when it answers
+/// the request itself (a `GET` of `/ws`), `None` when they go to hyper.
+pub fn first_request(bytes: &[u8]) -> Option<ClaimedHead> {
+    let head::First::Claimed(request) = head::sort(Bytes::copy_from_slice(bytes), |path| path == "/ws") else {
+        return None;
+    };
+    let headers =
+        request.headers().map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.to_vec())).collect();
+    Some(ClaimedHead { target: request.target().to_owned(), headers, rest: request.rest().to_vec() })
 }

@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::admission::SessionSlot;
@@ -76,16 +76,48 @@ impl<'a> Checked<'a> {
 
     /// The same 101 answer as bytes, for the listener's own path.
     pub fn head(&self) -> Vec<u8> {
-        let protocol = match self.mode {
-            Mode::Envelope => "sec-websocket-protocol: pushgate.v1\r\n",
-            Mode::Compat => "",
-        };
-        format!(
-            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
-             sec-websocket-accept: {}\r\n{protocol}\r\n",
-            self.accept
-        )
-        .into_bytes()
+        let mut head = Vec::with_capacity(160);
+        head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n");
+        head.extend_from_slice(b"sec-websocket-accept: ");
+        head.extend_from_slice(self.accept.as_bytes());
+        if self.mode == Mode::Envelope {
+            head.extend_from_slice(b"\r\nsec-websocket-protocol: pushgate.v1");
+        }
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    }
+}
+
+/// What the upgrade checks read of a request: hyper's, or the one the
+/// listener read itself (`head::Claimed`).
+pub(super) trait UpgradeRequest {
+    fn method(&self) -> &Method;
+    fn version(&self) -> Version;
+    fn query(&self) -> Option<&str>;
+    /// The values of the `name` headers, in the request's order.
+    fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]>;
+
+    /// The first `name` header's value.
+    fn first(&self, name: HeaderName) -> Option<&[u8]> {
+        self.values(name).next()
+    }
+}
+
+impl<B> UpgradeRequest for Request<B> {
+    fn method(&self) -> &Method {
+        self.method()
+    }
+
+    fn version(&self) -> Version {
+        self.version()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.uri().query()
+    }
+
+    fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.headers().get_all(name).into_iter().map(HeaderValue::as_bytes)
     }
 }
 
@@ -146,10 +178,10 @@ pub(super) fn is_upgrade_path(ctx: &WsContext, path: &str) -> bool {
 }
 
 /// Checks an upgrade request: everything its 101 answer and its session need.
-pub(super) async fn check<'a, B>(
+pub(super) async fn check<'a>(
     listener: &'a Listener,
     peer: IpAddr,
-    req: &Request<B>,
+    req: &(impl UpgradeRequest + Sync),
 ) -> Result<Checked<'a>, Refusal> {
     let ctx = &listener.ctx;
     let key = precheck(req, &ctx.config.allowed_origins)?;
@@ -169,7 +201,7 @@ pub(super) async fn check<'a, B>(
         None => None,
         Some(token) => Some(Box::new(ctx.authenticate(&token).await.map_err(|e| refuse_token(&e))?)),
     };
-    let mode = if offers_envelope(req.headers()) { Mode::Envelope } else { Mode::Compat };
+    let mode = if offers_envelope(req) { Mode::Envelope } else { Mode::Compat };
     let accept = derive_accept_key(key.as_bytes());
     let slot = listener.admission().sessions.acquire(peer);
     Ok(Checked { mode, identity, slot, accept })
@@ -178,16 +210,15 @@ pub(super) async fn check<'a, B>(
 /// The checks of an upgrade request that need nothing but the request:
 /// method (405), version (400), the upgrade headers and key (426, 400) and
 /// the origin (403). Returns the `Sec-WebSocket-Key`.
-pub(super) fn precheck<B>(req: &Request<B>, allowed_origins: &[String]) -> Result<String, Refusal> {
-    if req.method() != Method::GET {
+pub(super) fn precheck(req: &impl UpgradeRequest, allowed_origins: &[String]) -> Result<String, Refusal> {
+    if *req.method() != Method::GET {
         return Err(Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "").with(header::ALLOW, "GET"));
     }
     if req.version() != hyper::Version::HTTP_11 {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1"));
     }
-    let headers = req.headers();
-    let key = websocket_key(headers)?;
-    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let key = websocket_key(req)?;
+    let origin = req.first(header::ORIGIN).map(|v| text(v).unwrap_or("\u{0}"));
     if !origin::allowed(allowed_origins, origin) {
         tracing::debug!(origin, "origin refused");
         return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
@@ -215,18 +246,17 @@ async fn delegate(push: &axum::Router, req: Request<Incoming>) -> Reply {
 }
 
 /// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
-fn websocket_key(headers: &HeaderMap) -> Result<String, Refusal> {
-    let has_token =
-        |name: header::HeaderName, token: &str| list_has(headers, name, |t| t.eq_ignore_ascii_case(token.as_bytes()));
+fn websocket_key(req: &impl UpgradeRequest) -> Result<String, Refusal> {
+    let has_token = |name: HeaderName, token: &str| list_has(req, name, |t| t.eq_ignore_ascii_case(token.as_bytes()));
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
         let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
         return Err(refusal.with(header::UPGRADE, "websocket"));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+    if req.first(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != b"13") {
         let refusal = Refusal::new(StatusCode::UPGRADE_REQUIRED, "unsupported WebSocket version");
         return Err(refusal.with(header::SEC_WEBSOCKET_VERSION, "13"));
     }
-    match headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()).map(str::trim) {
+    match req.first(header::SEC_WEBSOCKET_KEY).and_then(text).map(str::trim) {
         Some(key) if is_websocket_key(key) => Ok(key.to_owned()),
         Some(_) => Err(Refusal::new(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is not 16 bytes in base64")),
         None => Err(Refusal::new(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
@@ -242,30 +272,35 @@ fn is_websocket_key(key: &str) -> bool {
 }
 
 /// True when the client offers the `pushgate.v1` sub-protocol.
-pub(super) fn offers_envelope(headers: &HeaderMap) -> bool {
-    list_has(headers, header::SEC_WEBSOCKET_PROTOCOL, |p| p == ENVELOPE_PROTOCOL.as_bytes())
+pub(super) fn offers_envelope(req: &impl UpgradeRequest) -> bool {
+    list_has(req, header::SEC_WEBSOCKET_PROTOCOL, |p| p == ENVELOPE_PROTOCOL.as_bytes())
 }
 
 /// Whether an item of the comma-separated lists in the `name` headers
 /// matches, with the whitespace around it trimmed; a value that is not
 /// visible ASCII is not read.
-fn list_has(headers: &HeaderMap, name: header::HeaderName, matches: impl Fn(&[u8]) -> bool) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.as_bytes().split(|&b| b == b',').any(|item| matches(item.trim_ascii())))
+fn list_has(req: &impl UpgradeRequest, name: HeaderName, matches: impl Fn(&[u8]) -> bool) -> bool {
+    req.values(name)
+        .filter(|v| text(v).is_some())
+        .any(|v| v.split(|&b| b == b',').any(|item| matches(item.trim_ascii())))
+}
+
+/// A header value as text when it is visible ASCII (or tabs), as
+/// `HeaderValue::to_str` reads it; `None` otherwise.
+fn text(value: &[u8]) -> Option<&str> {
+    let visible = value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// The token given at the handshake: `Authorization: Bearer ...`, else
 /// `?token=...` (percent-decoded; `+` is a space, as in a form).
-pub(super) fn token<B>(req: &Request<B>) -> Result<Option<String>, Refusal> {
+pub(super) fn token(req: &impl UpgradeRequest) -> Result<Option<String>, Refusal> {
     let bad = || Refusal::new(StatusCode::UNAUTHORIZED, "malformed token");
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| bad())?;
+    if let Some(value) = req.first(header::AUTHORIZATION) {
+        let value = text(value).ok_or_else(bad)?;
         return bearer(value).map(|token| Some(token.to_owned())).ok_or_else(bad);
     }
-    let query = req.uri().query().unwrap_or("");
+    let query = req.query().unwrap_or("");
     let raw = query.split('&').find_map(|pair| pair.strip_prefix("token="));
     raw.map(|raw| percent_decode(raw).ok_or_else(bad)).transpose()
 }

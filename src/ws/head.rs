@@ -12,11 +12,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, Request, Uri, Version};
+use hyper::header::HeaderName;
+use hyper::{Method, Version};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 
 use super::MAX_HEADER_BYTES;
+use super::handshake::UpgradeRequest;
 use crate::net::tls::Socket;
 
 /// Headers a claimed upgrade may have; a browser sends about fifteen. A
@@ -24,13 +25,10 @@ use crate::net::tls::Socket;
 const MAX_HEADERS: usize = 48;
 
 /// What the first request turned out to be.
-// Returned once per connection and unpacked at once: a box would cost an
-// allocation for nothing.
-#[allow(clippy::large_enum_variant)]
 pub(super) enum First {
     /// A complete `GET` head for a path the caller claims, HTTP/1.1, without
-    /// a body; and the bytes the client sent after it.
-    Claimed(Request<()>, Bytes),
+    /// a body.
+    Claimed(Claimed),
     /// Anything else, complete or not: the bytes read, for hyper.
     Other(Bytes),
     /// The client closed before sending a whole head.
@@ -60,16 +58,26 @@ pub(super) async fn read(stream: &mut Socket, claims: impl Fn(&str) -> bool) -> 
 }
 
 /// Parses a buffer that holds a whole head; `Other` unless it is claimed.
-fn sort(bytes: Bytes, claims: impl Fn(&str) -> bool) -> First {
+pub(super) fn sort(bytes: Bytes, claims: impl Fn(&str) -> bool) -> First {
     match parse(&bytes, claims) {
-        Some((request, len)) => First::Claimed(request, bytes.slice(len..)),
+        Some((len, target, headers)) => First::Claimed(Claimed { bytes, len, target, headers }),
         None => First::Other(bytes),
     }
 }
 
-/// The claimed request in `bytes` and its head's length. Header values are
-/// shared with `bytes`, not copied.
-fn parse(bytes: &Bytes, claims: impl Fn(&str) -> bool) -> Option<(Request<()>, usize)> {
+/// Where a part of the head is in the buffer (the head is at most
+/// [`MAX_HEADER_BYTES`] long).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u16,
+    end: u16,
+}
+
+/// A claimed request's head length, target, and headers (name, value).
+type Parsed = (usize, Span, Vec<(Span, Span)>);
+
+/// The claimed request in `bytes`: where its parts are.
+fn parse(bytes: &[u8], claims: impl Fn(&str) -> bool) -> Option<Parsed> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else { return None };
@@ -81,20 +89,74 @@ fn parse(bytes: &Bytes, claims: impl Fn(&str) -> bool) -> Option<(Request<()>, u
     if parsed.method? != "GET" || parsed.version? != 1 || !claims(path) {
         return None;
     }
-    let mut request = Request::new(());
-    *request.uri_mut() = Uri::from_maybe_shared(bytes.slice_ref(target.as_bytes())).ok()?;
-    *request.version_mut() = Version::HTTP_11;
-    *request.method_mut() = Method::GET;
-    let map = request.headers_mut();
-    map.reserve(parsed.headers.len());
+    // Within the head, which fits in a u16.
+    let span = |part: &[u8]| {
+        let start = part.as_ptr() as usize - bytes.as_ptr() as usize;
+        Span { start: start as u16, end: (start + part.len()) as u16 }
+    };
+    let mut spans = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding") {
             return None;
         }
-        map.append(name, HeaderValue::from_maybe_shared(bytes.slice_ref(h.value)).ok()?);
+        spans.push((span(h.name.as_bytes()), span(h.value)));
     }
-    Some((request, len))
+    Some((len, span(target.as_bytes()), spans))
+}
+
+/// A first request the listener answers itself: the bytes read, with where
+/// its target and headers are in them (as sent: the checks read them there,
+/// with no header map).
+pub(super) struct Claimed {
+    bytes: Bytes,
+    /// The head's length: what follows is the client's first frames.
+    len: usize,
+    target: Span,
+    headers: Vec<(Span, Span)>,
+}
+
+impl Claimed {
+    #[inline]
+    fn at(&self, span: Span) -> &[u8] {
+        &self.bytes[usize::from(span.start)..usize::from(span.end)]
+    }
+
+    /// The request target, query included.
+    pub fn target(&self) -> &str {
+        // httparse takes only visible ASCII in a target.
+        std::str::from_utf8(self.at(self.target)).unwrap_or_default()
+    }
+
+    /// The headers as sent, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter().map(|&(name, value)| (self.at(name), self.at(value)))
+    }
+
+    /// What the client sent after the head.
+    pub fn rest(&self) -> Bytes {
+        self.bytes.slice(self.len..)
+    }
+}
+
+impl UpgradeRequest for Claimed {
+    fn method(&self) -> &Method {
+        &Method::GET
+    }
+
+    fn version(&self) -> Version {
+        Version::HTTP_11
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.target().split_once('?').map(|(_, query)| query)
+    }
+
+    fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+        self.headers
+            .iter()
+            .filter(move |&&(n, _)| self.at(n).eq_ignore_ascii_case(name.as_str().as_bytes()))
+            .map(|&(_, v)| self.at(v))
+    }
 }
 
 /// A socket with bytes already read from it, which it yields first: how
@@ -157,6 +219,7 @@ impl AsyncWrite for Prefixed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header;
 
     fn sorted(head: &[u8]) -> First {
         sort(Bytes::copy_from_slice(head), |path| path == "/ws")
@@ -167,16 +230,17 @@ mod tests {
 
     #[test]
     fn an_upgrade_head_is_claimed_with_its_headers_and_what_follows() {
-        let First::Claimed(request, rest) = sorted(&[UPGRADE.as_bytes(), b"\x81\x80"].concat()) else {
+        let First::Claimed(request) = sorted(&[UPGRADE.as_bytes(), b"\x81\x80"].concat()) else {
             panic!("not claimed")
         };
-        assert_eq!(request.method(), Method::GET);
-        assert_eq!(request.uri().path(), "/ws");
-        assert_eq!(request.uri().query(), Some("token=a%20b"));
-        assert_eq!(request.version(), Version::HTTP_11);
-        assert_eq!(request.headers()[header::UPGRADE], "websocket");
-        assert_eq!(request.headers()[header::SEC_WEBSOCKET_KEY], "dGhlIHNhbXBsZSBub25jZQ==");
-        assert_eq!(&rest[..], b"\x81\x80");
+        assert_eq!(request.target(), "/ws?token=a%20b");
+        assert_eq!(request.query(), Some("token=a%20b"));
+        assert_eq!(request.first(header::UPGRADE), Some(&b"websocket"[..]));
+        assert_eq!(request.first(header::SEC_WEBSOCKET_KEY), Some(&b"dGhlIHNhbXBsZSBub25jZQ=="[..]));
+        assert_eq!(request.first(header::ORIGIN), None);
+        let names: Vec<_> = request.headers().map(|(name, _)| String::from_utf8_lossy(name).into_owned()).collect();
+        assert_eq!(names, ["Host", "Upgrade", "Connection", "Sec-WebSocket-Key"]);
+        assert_eq!(&request.rest()[..], b"\x81\x80");
     }
 
     #[test]

@@ -243,7 +243,7 @@ async fn upgrade<'l>(listener: &'l Listener, arrived: Box<Arrived>) -> Option<Bo
         () = ctx.shutdown.cancelled() => return None,
     };
     let accepted = match first {
-        Ok(Ok(head::First::Claimed(request, rest))) => direct(listener, peer, stream, request, rest).await?,
+        Ok(Ok(head::First::Claimed(request))) => direct(listener, peer, stream, request).await?,
         Ok(Ok(head::First::Other(read))) => with_hyper(listener, peer, head::Prefixed::new(read, stream)).await?,
         Ok(Ok(head::First::Closed)) => return None,
         Ok(Err(error)) => {
@@ -265,10 +265,10 @@ async fn direct<'l>(
     listener: &'l Listener,
     peer: SocketAddr,
     mut stream: Socket,
-    request: hyper::Request<()>,
-    rest: bytes::Bytes,
+    request: head::Claimed,
 ) -> Option<handshake::Accepted<'l>> {
     let checked = handshake::check(listener, peer.ip(), &request).await;
+    let rest = request.rest();
     drop(request);
     let answer = match &checked {
         Ok(checked) => checked.head(),

@@ -69,11 +69,14 @@ impl BadRequest {
 
 /// Parses one text frame.
 pub(super) fn parse(text: &str) -> Result<ClientMessage, BadRequest> {
-    let members = match serde_json::from_str::<Members>(text) {
-        Ok(members) => members,
-        // Told apart only on this rare path: valid JSON, but not an object.
-        Err(_) if serde_json::from_str::<de::IgnoredAny>(text).is_ok() => return Err(BadRequest::NotObject),
-        Err(e) => return Err(BadRequest::Json(e.to_string())),
+    let Ok(members) = serde_json::from_str::<Members>(text) else {
+        // Read again on this rare path, for the reason: the error of reading
+        // an object quotes whatever else it found (a whole string, say); a
+        // syntax error does not.
+        return Err(match serde_json::from_str::<de::IgnoredAny>(text) {
+            Ok(_) => BadRequest::NotObject,
+            Err(e) => BadRequest::Json(e.to_string()),
+        });
     };
     let fields = Fields(&members.0);
     match fields.string("type")? {
@@ -263,5 +266,9 @@ mod tests {
         assert_eq!(code(r#"{"token":5}"#), Err("bad_request"));
         assert_eq!(code(r#"{"since":-1}"#), Err("bad_request"));
         assert_eq!(code(r#"{"type":"refresh"}"#), Err("bad_request"));
+        // Not an object, and not JSON after it: the error does not quote the string.
+        let long = format!(r#""{}"x"#, "t".repeat(5000));
+        let Err(BadRequest::Json(message)) = parse(&long) else { panic!("{:?}", parse(&long)) };
+        assert!(message.len() < 100, "{message}");
     }
 }

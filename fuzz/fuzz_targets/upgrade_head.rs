@@ -1,0 +1,74 @@
+//! The first request of a public connection, as the listener reads it
+//! before hyper (docs/architecture.md, "The life of a connection"): it
+//! answers a `GET` of the WebSocket path itself and hands everything else to
+//! hyper.
+//!
+//! Invariants, against an independent reading of HTTP/1.1's request head
+//! (RFC 9112 §2–5: optional empty lines, a request line, header lines of
+//! `name: value`, an empty line; each line ending in CRLF or LF):
+//! - a claimed request is a `GET` of `/ws` (with any query) over HTTP/1.1,
+//!   its head at most 8 KiB, with neither `Content-Length` nor
+//!   `Transfer-Encoding`;
+//! - its headers are the head's header lines, in order, names and values as
+//!   sent (values without the blank space around them);
+//! - what follows the head is handed on whole.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pushgate::fuzzing::first_request;
+
+/// The longest head the listener answers itself.
+const MAX_HEAD: usize = 8 * 1024;
+
+fuzz_target!(|data: &[u8]| {
+    // The listener sorts what it has read once that holds a blank line.
+    if !data.windows(4).any(|w| w == b"\r\n\r\n") {
+        return;
+    }
+    let Some(claimed) = first_request(data) else { return };
+    let mut lines = Lines { data, at: 0 };
+    let mut line = lines.next().expect("a request line");
+    while line.is_empty() {
+        line = lines.next().expect("a request line after the empty ones");
+    }
+    let request_line = format!("GET {} HTTP/1.1", claimed.target);
+    assert_eq!(line, request_line.as_bytes(), "{claimed:?}");
+    let path = claimed.target.split('?').next().unwrap_or_default();
+    assert_eq!(path, "/ws", "{claimed:?}");
+    let mut headers = claimed.headers.iter();
+    loop {
+        let line = lines.next().expect("the head ends with an empty line");
+        if line.is_empty() {
+            break;
+        }
+        let colon = line.iter().position(|&b| b == b':').expect("a header line has a colon");
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        assert!(!name.is_empty() && !name.iter().any(|b| b.is_ascii_whitespace()), "{line:?}");
+        let (got_name, got_value) = headers.next().expect("every header line is a header");
+        assert!(got_name.as_bytes().eq_ignore_ascii_case(name), "{got_name} for {line:?}");
+        assert_eq!(got_value.trim_ascii(), value, "{got_name}");
+        for body in ["content-length", "transfer-encoding"] {
+            assert!(!got_name.eq_ignore_ascii_case(body), "a request with {got_name} claimed");
+        }
+    }
+    assert!(headers.next().is_none(), "a header the head does not hold");
+    assert!(lines.at <= MAX_HEAD, "a head of {} bytes claimed", lines.at);
+    assert_eq!(claimed.rest, &data[lines.at..], "what follows the head");
+});
+
+/// The lines of `data` from `at`, each without its CRLF or LF.
+struct Lines<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.data[self.at..];
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        self.at += end + 1;
+        Some(rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]))
+    }
+}
