@@ -91,8 +91,11 @@ impl<'a> Checked<'a> {
 /// What the upgrade checks read of a request: hyper's, or the one the
 /// listener read itself (`head::Claimed`).
 pub(super) trait UpgradeRequest {
+    /// The request's method.
     fn method(&self) -> &Method;
+    /// The request's HTTP version.
     fn version(&self) -> Version;
+    /// The target's query, without the `?`.
     fn query(&self) -> Option<&str>;
     /// The values of the `name` headers, in the request's order.
     fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]>;

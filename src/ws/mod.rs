@@ -275,8 +275,13 @@ async fn direct<'l>(
         Err(refusal) => refusal.head(),
     };
     // A few hundred bytes on a connection that has sent nothing but its
-    // request: the socket's buffer takes them at once.
-    if let Err(error) = stream.write_all(&answer).await {
+    // request: the socket's buffer takes them at once. (The flush is for
+    // TLS, whose records may wait in its session.)
+    let written = async {
+        stream.write_all(&answer).await?;
+        stream.flush().await
+    };
+    if let Err(error) = written.await {
         tracing::debug!(%peer, %error, "answering the upgrade failed");
         return None;
     }
