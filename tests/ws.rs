@@ -716,6 +716,17 @@ async fn an_upgrade_first_or_after_another_request_keeps_what_came_with_it() {
     }
 }
 
+/// A client that speaks something else than HTTP (here the start of a TLS
+/// handshake, which never holds a blank line) gets hyper's 400 at once, not
+/// after the handshake timeout.
+#[tokio::test]
+async fn bytes_that_are_not_http_are_answered_at_once() {
+    let gw = common::start(Settings { handshake_timeout: Some(Duration::from_secs(60)), ..settings() }).await;
+    let answer = exchange(&gw, "\u{16}\u{3}\u{1}\u{2}\u{0}\u{1}\u{0}\u{1}\u{fc}").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    gw.still_healthy().await;
+}
+
 /// The whole answer to a `GET` of `path` on the public port.
 async fn http_get(gw: &Gateway, path: &str) -> String {
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -37,7 +37,10 @@ pub(super) enum First {
 
 /// Reads the head of the first request from `stream` (at most
 /// [`MAX_HEADER_BYTES`]; more goes to hyper, which answers 431) and sorts it
-/// by `claims(path)`. The caller bounds the time it takes.
+/// by `claims(path)`. Bytes that can no longer begin a request go to hyper
+/// as soon as they come (it answers 400 at once, as before), so a client
+/// speaking something else is not held until the timeout. The caller bounds
+/// the time it takes.
 pub(super) async fn read(stream: &mut Socket, claims: impl Fn(&str) -> bool) -> io::Result<First> {
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -48,13 +51,20 @@ pub(super) async fn read(stream: &mut Socket, claims: impl Fn(&str) -> bool) -> 
         if buf[searched..].windows(4).any(|w| w == b"\r\n\r\n") {
             return Ok(sort(Bytes::from(buf), claims));
         }
-        if buf.len() > MAX_HEADER_BYTES {
+        if buf.len() > MAX_HEADER_BYTES || cannot_be_a_head(&buf) {
             return Ok(First::Other(Bytes::from(buf)));
         }
         if buf.len() == buf.capacity() {
             buf.reserve(1024);
         }
     }
+}
+
+/// Whether `partial`, the start of a head, is already not HTTP (or has
+/// more headers than the listener takes): hyper decides what to answer.
+fn cannot_be_a_head(partial: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    httparse::Request::new(&mut headers).parse(partial).is_err()
 }
 
 /// Parses a buffer that holds a whole head; `Other` unless it is claimed.
@@ -241,6 +251,16 @@ mod tests {
         let names: Vec<_> = request.headers().map(|(name, _)| String::from_utf8_lossy(name).into_owned()).collect();
         assert_eq!(names, ["Host", "Upgrade", "Connection", "Sec-WebSocket-Key"]);
         assert_eq!(&request.rest()[..], b"\x81\x80");
+    }
+
+    #[test]
+    fn a_start_that_cannot_become_a_head_is_told_at_once() {
+        for partial in [&b"\x16\x03\x01\x02\x00\x01"[..], b"GET /ws HTTP/1.1\r\nBad Header", b"SSH-2.0-x\r\n"] {
+            assert!(cannot_be_a_head(partial), "{partial:?}");
+        }
+        for partial in [&b"G"[..], b"GET /w", b"GET /ws HTTP/1.1\r\nHost: x\r\n", UPGRADE.as_bytes()] {
+            assert!(!cannot_be_a_head(partial), "{partial:?}");
+        }
     }
 
     #[test]
