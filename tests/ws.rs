@@ -716,14 +716,17 @@ async fn an_upgrade_first_or_after_another_request_keeps_what_came_with_it() {
     }
 }
 
-/// A client that speaks something else than HTTP (here the start of a TLS
-/// handshake, which never holds a blank line) gets hyper's 400 at once, not
-/// after the handshake timeout.
+/// Bytes that never hold a CRLF blank line are answered at once, not after
+/// the handshake timeout: something else than HTTP (here the start of a TLS
+/// handshake) gets hyper's 400, and a head whose lines end in a bare LF is
+/// a head.
 #[tokio::test]
-async fn bytes_that_are_not_http_are_answered_at_once() {
+async fn bytes_without_a_crlf_blank_line_are_answered_at_once() {
     let gw = common::start(Settings { handshake_timeout: Some(Duration::from_secs(60)), ..settings() }).await;
     let answer = exchange(&gw, "\u{16}\u{3}\u{1}\u{2}\u{0}\u{1}\u{0}\u{1}\u{fc}").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let answer = exchange(&gw, "GET /healthz HTTP/1.1\nHost: x\nConnection: close\n\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer:?}");
     gw.still_healthy().await;
 }
 

@@ -48,11 +48,15 @@ pub(super) async fn read(stream: &mut Socket, claims: impl Fn(&str) -> bool) -> 
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(First::Closed);
         }
+        // The usual case, a whole head in the first read, is parsed once.
         if buf[searched..].windows(4).any(|w| w == b"\r\n\r\n") {
             return Ok(sort(Bytes::from(buf), claims));
         }
-        if buf.len() > MAX_HEADER_BYTES || cannot_be_a_head(&buf) {
-            return Ok(First::Other(Bytes::from(buf)));
+        match status(&buf) {
+            // A head whose lines end in a bare LF.
+            Ok(httparse::Status::Complete(_)) => return Ok(sort(Bytes::from(buf), claims)),
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_HEADER_BYTES => {}
+            _ => return Ok(First::Other(Bytes::from(buf))),
         }
         if buf.len() == buf.capacity() {
             buf.reserve(1024);
@@ -60,11 +64,12 @@ pub(super) async fn read(stream: &mut Socket, claims: impl Fn(&str) -> bool) -> 
     }
 }
 
-/// Whether `partial`, the start of a head, is already not HTTP (or has
-/// more headers than the listener takes): hyper decides what to answer.
-fn cannot_be_a_head(partial: &[u8]) -> bool {
+/// What httparse makes of the bytes so far: a whole head, the start of
+/// one, or an error (not HTTP, or more headers than the listener takes),
+/// for hyper to answer.
+fn status(read: &[u8]) -> httparse::Result<usize> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    httparse::Request::new(&mut headers).parse(partial).is_err()
+    httparse::Request::new(&mut headers).parse(read)
 }
 
 /// Parses a buffer that holds a whole head; `Other` unless it is claimed.
@@ -254,13 +259,16 @@ mod tests {
     }
 
     #[test]
-    fn a_start_that_cannot_become_a_head_is_told_at_once() {
+    fn a_head_is_told_from_its_start_and_from_what_is_not_http() {
         for partial in [&b"\x16\x03\x01\x02\x00\x01"[..], b"GET /ws HTTP/1.1\r\nBad Header", b"SSH-2.0-x\r\n"] {
-            assert!(cannot_be_a_head(partial), "{partial:?}");
+            assert!(status(partial).is_err(), "{partial:?}");
         }
-        for partial in [&b"G"[..], b"GET /w", b"GET /ws HTTP/1.1\r\nHost: x\r\n", UPGRADE.as_bytes()] {
-            assert!(!cannot_be_a_head(partial), "{partial:?}");
+        for partial in [&b"G"[..], b"GET /w", b"GET /ws HTTP/1.1\r\nHost: x\r\n"] {
+            assert_eq!(status(partial), Ok(httparse::Status::Partial), "{partial:?}");
         }
+        let bare_lf = UPGRADE.replace("\r\n", "\n");
+        assert!(matches!(status(bare_lf.as_bytes()), Ok(httparse::Status::Complete(_))));
+        assert!(matches!(sorted(bare_lf.as_bytes()), First::Claimed(_)), "a head with bare LFs is one too");
     }
 
     #[test]
