@@ -45,13 +45,23 @@ impl Demo {
         Self { page: Bytes::from(PAGE.replace(SETTINGS_MARK, &settings)) }
     }
 
+    /// Whether `path` is one of the demo's.
+    pub(super) fn serves(&self, path: &str) -> bool {
+        self.content(path).is_some()
+    }
+
+    /// The body and content type at `path`, if it is one of the demo's.
+    fn content(&self, path: &str) -> Option<(Bytes, &'static str)> {
+        match path {
+            "/demo" | "/demo/" => Some((self.page.clone(), "text/html; charset=utf-8")),
+            "/demo/pushgate.js" => Some((Bytes::from_static(SDK.as_bytes()), "text/javascript; charset=utf-8")),
+            _ => None,
+        }
+    }
+
     /// The answer for `path`, or `None` when it is not one of the demo's.
     pub(super) fn respond(&self, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
-        let (body, content_type) = match path {
-            "/demo" | "/demo/" => (self.page.clone(), "text/html; charset=utf-8"),
-            "/demo/pushgate.js" => (Bytes::from_static(SDK.as_bytes()), "text/javascript; charset=utf-8"),
-            _ => return None,
-        };
+        let (body, content_type) = self.content(path)?;
         if method != Method::GET && method != Method::HEAD {
             let mut reply = Response::new(Full::new(Bytes::new()));
             *reply.status_mut() = StatusCode::METHOD_NOT_ALLOWED;

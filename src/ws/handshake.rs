@@ -177,7 +177,7 @@ pub(super) async fn respond<'a>(
 pub(super) fn is_upgrade_path(ctx: &WsContext, path: &str) -> bool {
     path == ctx.config.ws_path
         && !(ctx.push.is_some() && path == "/push")
-        && ctx.demo.as_ref().is_none_or(|demo| demo.respond(&Method::GET, path).is_none())
+        && ctx.demo.as_ref().is_none_or(|demo| !demo.serves(path))
 }
 
 /// Checks an upgrade request: everything its 101 answer and its session need.

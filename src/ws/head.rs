@@ -75,7 +75,7 @@ fn status(read: &[u8]) -> httparse::Result<usize> {
 /// Parses a buffer that holds a whole head; `Other` unless it is claimed.
 pub(super) fn sort(bytes: Bytes, claims: impl Fn(&str) -> bool) -> First {
     match parse(&bytes, claims) {
-        Some((len, target, headers)) => First::Claimed(Claimed { bytes, len, target, headers }),
+        Some(claimed) => First::Claimed(claimed),
         None => First::Other(bytes),
     }
 }
@@ -88,11 +88,8 @@ struct Span {
     end: u16,
 }
 
-/// A claimed request's head length, target, and headers (name, value).
-type Parsed = (usize, Span, Vec<(Span, Span)>);
-
-/// The claimed request in `bytes`: where its parts are.
-fn parse(bytes: &[u8], claims: impl Fn(&str) -> bool) -> Option<Parsed> {
+/// The claimed request in `bytes`, if it is one.
+fn parse(bytes: &Bytes, claims: impl Fn(&str) -> bool) -> Option<Claimed> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else { return None };
@@ -116,7 +113,7 @@ fn parse(bytes: &[u8], claims: impl Fn(&str) -> bool) -> Option<Parsed> {
         }
         spans.push((span(h.name.as_bytes()), span(h.value)));
     }
-    Some((len, span(target.as_bytes()), spans))
+    Some(Claimed { bytes: bytes.clone(), len, target: span(target.as_bytes()), headers: spans })
 }
 
 /// A first request the listener answers itself: the bytes read, with where

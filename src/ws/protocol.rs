@@ -121,27 +121,10 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
-/// A member's key, borrowed when it can be.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(key)))
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(key.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
-}
+/// A member's key, borrowed when it can be (serde's `borrow` on a `Cow`).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A JSON object whose keys are looked up case-insensitively.
 struct Fields<'a>(&'a [(Cow<'a, str>, Value)]);
@@ -240,6 +223,13 @@ mod tests {
         assert_eq!(token(r#"{"Token":"a","token":"b"}"#).as_deref(), Some("b"));
         assert_eq!(token(r#"{"token":"a","token":null}"#).as_deref(), Some("a"));
         assert_eq!(token(r#"{"to\u006ben":"escaped"}"#).as_deref(), Some("escaped"));
+    }
+
+    #[test]
+    fn keys_without_escapes_are_borrowed_from_the_text() {
+        let members: Members = serde_json::from_str(r#"{"token":"x","ev\u0065nt":"e"}"#).expect("an object");
+        assert!(matches!(members.0[0].0, Cow::Borrowed("token")));
+        assert!(matches!(&members.0[1].0, Cow::Owned(key) if key == "event"));
     }
 
     #[test]

@@ -34,9 +34,7 @@ impl SocketWire {
     pub(super) fn new(tcp: Arc<TcpStream>, mode: Mode, latency: WriteLatency) -> Self {
         Self { tcp, mode, latency }
     }
-}
 
-impl SocketWire {
     /// One `sendmsg` of `slices`, without waiting: what `writev` does, minus
     /// the file layer a `writev` on a socket also passes through (in a
     /// profile of P4a, `vfs_writev` alone was ~3 % of the gateway's time).
