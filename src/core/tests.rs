@@ -146,6 +146,27 @@ fn user_limit_and_disconnect() {
     assert_eq!(hub.online(&["u".into()]), vec![1]);
 }
 
+/// Connections of one user that name the same event hold one copy of the
+/// name (the fan-out then compares pointers), on join and on subscribe;
+/// pushes reach them as before.
+#[test]
+fn a_users_connections_share_the_names_of_their_events() {
+    let hub = hub(HubConfig::default());
+    let u: UserId = Arc::from("u");
+    let (a, b) = (hub.new_outbox(), hub.new_outbox());
+    let first = hub.join(&u, 1, Arc::clone(&a), &events(&["e", "f"]), None).expect("join");
+    let second = hub.join(&u, 2, Arc::clone(&b), &events(&["g", "e"]), None).expect("join");
+    assert!(Arc::ptr_eq(&first.events[0], &second.events[1]), "`e` is shared");
+    let added = hub.subscribe("u", 2, &events(&["f"]), None).expect("subscribe");
+    assert!(Arc::ptr_eq(&first.events[1], &added.events[2]), "`f` is shared");
+    assert_eq!(hub.publish(text("u", "e", "1")).expect("publish").delivered, 2);
+    assert_eq!(hub.publish(text("u", "f", "2")).expect("publish").delivered, 2);
+    assert_eq!(hub.publish(text("u", "g", "3")).expect("publish").delivered, 1);
+    let texts = |outbox| drain(outbox).0.iter().map(|d| d.payload.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&a), [Payload::text("1"), Payload::text("2")]);
+    assert_eq!(texts(&b), [Payload::text("1"), Payload::text("2"), Payload::text("3")]);
+}
+
 #[test]
 fn a_refused_subscribe_changes_nothing_and_replays_only_new_events() {
     let hub = hub(HubConfig { max_events_per_conn: 3, ..HubConfig::default() });

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ConnId, Hub, JoinError, Joined, Shard, Subscriber, UserEntry, UserId};
+use super::{ConnId, Hub, JoinError, Joined, Shard, Subscriber, UserEntry, UserId, interned};
 use crate::core::event::EventName;
 use crate::core::history::Since;
 use crate::core::outbox::Outbox;
@@ -24,9 +24,10 @@ impl Hub {
         if self.is_shutting_down() {
             return Err(JoinError::ShuttingDown);
         }
-        let subscribed = new_events(&[], events, self.config.max_events_per_conn)?;
+        let mut subscribed = new_events(&[], events, self.config.max_events_per_conn)?;
         let mut shard = self.shard(user);
         let entry = shard.entry(Arc::clone(user)).or_insert_with(|| UserEntry::new(Arc::clone(user)));
+        share_names(&entry.subscribers, &mut subscribed);
         if entry.subscribers.len() >= self.config.max_connections_per_user {
             let n = entry.subscribers.len();
             Self::prune(&mut shard, user);
@@ -38,7 +39,7 @@ impl Hub {
             // Most users have one connection: room for exactly one, not four.
             entry.subscribers.reserve_exact(1);
         }
-        entry.subscribers.push(Subscriber { id, events: subscribed.clone(), outbox });
+        entry.subscribers.push(Subscriber { id, events: subscribed.iter().cloned().collect(), outbox });
         Ok(Joined { events: subscribed, seq: entry.seq, epoch: Arc::clone(&entry.epoch), replay })
     }
 
@@ -54,11 +55,13 @@ impl Hub {
         let mut shard = self.shard(user);
         let entry = shard.get_mut(user).ok_or(JoinError::ShuttingDown)?;
         let seq = entry.seq;
-        let member = entry.subscribers.iter_mut().find(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
-        let added = new_events(&member.events, events, self.config.max_events_per_conn)?;
+        let at = entry.subscribers.iter().position(|m| m.id == id).ok_or(JoinError::ShuttingDown)?;
+        let mut added = new_events(&entry.subscribers[at].events, events, self.config.max_events_per_conn)?;
+        share_names(&entry.subscribers, &mut added);
+        let member = &mut entry.subscribers[at];
         member.events.extend(added.iter().cloned());
         self.metrics.subscriptions.inc_by(added.len() as i64);
-        let events = member.events.clone();
+        let events = member.events.to_vec();
         let replay = since.map(|s| entry.history().replay(s, seq, &entry.epoch, &added, Instant::now()));
         Ok(Joined { events, seq, epoch: Arc::clone(&entry.epoch), replay })
     }
@@ -72,7 +75,7 @@ impl Hub {
         let before = member.events.len();
         member.events.retain(|e| !events.contains(e));
         self.metrics.subscriptions.dec_by((before - member.events.len()) as i64);
-        member.events.clone()
+        member.events.to_vec()
     }
 
     /// Removes connection `id` of `user`. Idempotent.
@@ -92,6 +95,19 @@ impl Hub {
         let now = Instant::now();
         if shard.get_mut(user).is_some_and(|e| e.is_idle(now)) {
             shard.remove(user);
+        }
+    }
+}
+
+/// Makes each of `events` the name another connection of the user already
+/// holds for it, where one does. The fan-out then finds a subscriber by
+/// comparing pointers (`Arc`'s `==` does that first) instead of reading
+/// each connection's own copy of the name, one cache miss per connection
+/// and push; and a user's connections keep one copy of a name, not one each.
+fn share_names(subscribers: &[Subscriber], events: &mut [EventName]) {
+    for event in events {
+        if let Some(held) = interned(subscribers, event) {
+            *event = held;
         }
     }
 }

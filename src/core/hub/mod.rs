@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
+use smallvec::SmallVec;
 
 use super::budget::Budget;
 use super::close::{CloseCode, CloseReason};
@@ -194,7 +195,10 @@ pub type ConnId = u64;
 #[derive(Debug)]
 struct Subscriber {
     id: ConnId,
-    events: Vec<EventName>,
+    /// Held in place when there is one, as there usually is: the fan-out
+    /// checks every connection of the user, and this spares it a read of
+    /// memory elsewhere for each.
+    events: SmallVec<[EventName; 1]>,
     outbox: Arc<Outbox>,
 }
 
