@@ -26,7 +26,7 @@ impl InternalHttp {
     /// The routes over `hub`, requiring one of `keys` when any is given.
     pub fn new(hub: Arc<Hub>, keys: ProducerKeys) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime");
-        Self { router: crate::http::router(Arc::new(memory_node(&hub)), keys), runtime }
+        Self { router: crate::http::internal(Arc::new(memory_node(&hub)), keys).router, runtime }
     }
 
     /// Sends one request; returns the status, the `content-type` and the body.

@@ -111,15 +111,14 @@ pub async fn start(
 
     let public_push = config.public.push_on_public.then(|| http::public_push_router(Arc::clone(&node), keys.clone()));
     let grpc = grpc::services(Arc::clone(&node), keys.clone()).await;
-    let internal = http::router(Arc::clone(&node), keys).merge(grpc.routes);
+    let internal = http::internal(Arc::clone(&node), keys);
     let timeouts = http::Timeouts {
         handshake: config.public.handshake_timeout,
         request_body: config.internal.request_body_timeout,
     };
     tokio::spawn(http::serve(
         listeners.internal,
-        internal,
-        grpc.push,
+        http::Services { router: internal.router.merge(grpc.routes), push: internal.push, direct: grpc.push },
         internal_tls,
         timeouts,
         accept.clone(),

@@ -643,6 +643,73 @@ async fn push_on_public_serves_wserver_push_with_a_key() {
     assert!(err.to_string().contains("push-on-public"), "{err}");
 }
 
+/// One HTTP/1.1 request written by hand to `addr`, on a connection of its
+/// own; the whole answer, without its `date` line (the only part that may
+/// differ between two answers).
+async fn raw_answer(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    timeout(WAIT, stream.read_to_end(&mut answer)).await.expect("answer in time").expect("read");
+    let answer = String::from_utf8(answer).expect("utf-8");
+    answer.split("\r\n").filter(|line| !line.starts_with("date:")).collect::<Vec<_>>().join("\r\n")
+}
+
+/// The internal port answers HTTP/1.1 `POST /push` itself, ahead of its
+/// router; the public port's `/push` (`--push-on-public`) is the router's
+/// route. Both answer every kind of request alike, byte for byte: a push,
+/// no key, a bad body, an empty message, a message or a body over its
+/// limit, another method.
+#[tokio::test]
+async fn wserver_push_is_answered_alike_by_the_listener_and_by_the_route() {
+    let settings = Settings {
+        push_on_public: Some(true),
+        api_keys: Some(vec!["k1".into()]),
+        max_message_bytes: Some(1024),
+        ..common::settings()
+    };
+    let gw = common::start(settings).await;
+    let mut tab = gw.compat_tab("u1", "e").await;
+    let request = |method: &str, key: Option<&str>, body: &str| {
+        let auth = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
+        let head = format!("{method} /push HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{auth}");
+        format!("{head}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+    };
+    let push = r#"{"userId":"u1","event":"e","message":"alike"}"#;
+    let long = format!(r#"{{"userId":"u1","event":"e","message":"{}"}}"#, "x".repeat(2048));
+    let huge = format!(r#"{{"userId":"u1","event":"e","message":"{}"}}"#, "x".repeat(256 << 10));
+    let cases = [
+        ("a push", request("POST", Some("k1"), push), "HTTP/1.1 200 OK"),
+        ("no key", request("POST", None, push), "HTTP/1.1 401"),
+        ("a wrong key", request("POST", Some("k2"), push), "HTTP/1.1 401"),
+        ("not JSON", request("POST", Some("k1"), "not json"), "HTTP/1.1 400"),
+        (
+            "an empty message",
+            request("POST", Some("k1"), r#"{"userId":"u1","event":"e","message":""}"#),
+            "HTTP/1.1 400",
+        ),
+        ("a bad event", request("POST", Some("k1"), r#"{"userId":"u1","event":"a b","message":"m"}"#), "HTTP/1.1 400"),
+        ("a message over the limit", request("POST", Some("k1"), &long), "HTTP/1.1 400"),
+        ("a body over the limit", request("POST", Some("k1"), &huge), "HTTP/1.1 413"),
+        ("another method", request("PUT", Some("k1"), push), "HTTP/1.1 405"),
+    ];
+    for (name, request, status) in cases {
+        let direct = raw_answer(gw.internal(), request.as_bytes()).await;
+        let routed = raw_answer(gw.public(), request.as_bytes()).await;
+        assert!(direct.starts_with(status), "{name}: {direct} / routed: {routed}");
+        assert_eq!(direct, routed, "{name}: the listener's answer and the route's differ");
+    }
+    assert!(
+        raw_answer(gw.internal(), request("POST", Some("k1"), push).as_bytes())
+            .await
+            .ends_with("message sent to 1 clients")
+    );
+    for _ in 0..3 {
+        assert_eq!(next_text(&mut tab).await, "alike");
+    }
+}
+
 #[tokio::test]
 async fn unknown_paths_get_404_over_http_and_unimplemented_over_grpc() {
     let gw = common::start(common::settings()).await;

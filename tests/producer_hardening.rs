@@ -332,6 +332,21 @@ async fn a_slow_http1_body_is_cut_off_and_others_are_served() {
     assert_eq!(gw.running.hub.stats().pushes, 2, "the slow push was not made");
 }
 
+/// The same for wserver's `POST /push`, which the listener answers itself
+/// ahead of the router: 408 once `--request-body-timeout` has passed.
+#[tokio::test]
+async fn a_slow_wserver_push_body_is_cut_off_too() {
+    let gw = common::start(short_timeouts()).await;
+    let head = b"POST /push HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 64\r\n\r\n";
+    let body = br#"{"userId":"u","event":"e","message":"slow....................."}"#;
+    let (answer, ended) = trickle(gw.internal(), head, &body[..]).await;
+    // Empty when the reset of the closed connection overtook the answer.
+    let timed_out = answer.starts_with("HTTP/1.1 408") && answer.ends_with("request not received in time");
+    assert!(answer.is_empty() || timed_out, "{answer}");
+    assert!(ended < Duration::from_secs(3), "held for {ended:?}");
+    assert_eq!(gw.running.hub.stats().pushes, 0, "the slow push was not made");
+}
+
 /// A connection that sends nothing, a head at 5 bytes a second, or part of
 /// the HTTP/2 preface and then nothing is closed once `--handshake-timeout`
 /// has passed.

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::{Request, Response, Version};
 use axum::middleware;
 use futures_util::FutureExt as _;
-use futures_util::future::{Either, Map};
+use futures_util::future::{BoxFuture, Either, Map};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,6 +24,7 @@ use tower::ServiceExt as _;
 use tower::util::Oneshot;
 use tracing::Instrument as _;
 
+use super::Http1Push;
 use super::deadlines::{Detecting, read_in_time};
 use crate::net::throttle::{LogThrottle, REPORT_INTERVAL};
 use crate::net::{accept_loop, tls};
@@ -73,24 +74,34 @@ pub(crate) struct Timeouts {
     pub request_body: Duration,
 }
 
-/// Serves `router` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share the
-/// port) until `shutdown`; in-flight requests finish, each connection task is
-/// on `tracker`. A producer has `timeouts.handshake` for its TLS handshake,
-/// its first bytes and each HTTP/1.1 request head, and `timeouts.request_body`
-/// for each HTTP/1.1 request body.
+/// What the internal port serves.
+pub(crate) struct Services<D> {
+    /// Every route, HTTP and gRPC.
+    pub(crate) router: Router,
+    /// wserver's `POST /push` over HTTP/1.1, served ahead of the router.
+    pub(crate) push: Http1Push,
+    /// The HTTP/2 calls it claims, served ahead of the router.
+    pub(crate) direct: D,
+}
+
+/// Serves `services` on `listener` (HTTP/1.1 and h2c, so gRPC and curl share
+/// the port) until `shutdown`; in-flight requests finish, each connection
+/// task is on `tracker`. A producer has `timeouts.handshake` for its TLS
+/// handshake, its first bytes and each HTTP/1.1 request head, and
+/// `timeouts.request_body` for each HTTP/1.1 request body.
 pub(crate) async fn serve<D: Direct>(
     listener: TcpListener,
-    router: Router,
-    direct: D,
+    services: Services<D>,
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let Services { router, push, direct } = services;
     let body_timeout = timeouts.request_body;
     let timed =
         router.clone().layer(middleware::from_fn(move |request, next| read_in_time(body_timeout, request, next)));
-    let service = Arc::new(Dispatch { direct, http2: router, http1: timed });
+    let service = Arc::new(Dispatch { direct, push, body_timeout, http2: router, http1: timed });
     let handshake_timeout = timeouts.handshake;
     let builder = connection_builder(handshake_timeout);
     let graceful = GracefulShutdown::new();
@@ -125,10 +136,13 @@ pub(crate) trait Direct: Send + Sync + 'static {
 }
 
 /// Every request of the internal port: HTTP/2 requests the direct service
-/// claims go to it, other HTTP/2 requests to the router, HTTP/1 requests to
-/// the router behind the request body deadline ([`read_in_time`]).
+/// claims go to it, other HTTP/2 requests to the router; HTTP/1 `POST /push`
+/// to `push`, other HTTP/1 requests to the router behind the request body
+/// deadline ([`read_in_time`]).
 struct Dispatch<D> {
     direct: D,
+    push: Http1Push,
+    body_timeout: Duration,
     http2: Router,
     http1: Router,
 }
@@ -136,19 +150,27 @@ struct Dispatch<D> {
 /// A direct service's answer as the router's.
 type Answered = fn(Response<axum::body::Body>) -> Result<Response<axum::body::Body>, Infallible>;
 
+/// The future of a request served ahead of the router.
+type Ahead<D> =
+    Either<Map<<D as Direct>::Future, Answered>, Map<BoxFuture<'static, Response<axum::body::Body>>, Answered>>;
+
 /// One connection's handle on the shared [`Dispatch`].
 struct Served<D>(Arc<Dispatch<D>>);
 
 impl<D: Direct> hyper::service::Service<Request<Incoming>> for Served<D> {
     type Response = Response<axum::body::Body>;
     type Error = Infallible;
-    type Future = Either<Map<D::Future, Answered>, Oneshot<Router, Request<axum::body::Body>>>;
+    type Future = Either<Ahead<D>, Oneshot<Router, Request<axum::body::Body>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let dispatch = &*self.0;
         let http2 = request.version() >= Version::HTTP_2;
         if http2 && dispatch.direct.claims(request.uri().path()) {
-            return Either::Left(dispatch.direct.call(request).map(Ok as Answered));
+            return Either::Left(Either::Left(dispatch.direct.call(request).map(Ok as Answered)));
+        }
+        if !http2 && dispatch.push.claims(&request) {
+            let answer = dispatch.push.call(request, dispatch.body_timeout);
+            return Either::Left(Either::Right(answer.map(Ok as Answered)));
         }
         let router = if http2 { &dispatch.http2 } else { &dispatch.http1 };
         Either::Right(router.clone().oneshot(request.map(axum::body::Body::new)))

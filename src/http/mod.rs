@@ -27,7 +27,8 @@ use crate::core::{Hub, ProducerKeys, ProducerTransport};
 use crate::net::bearer;
 use crate::net::throttle::KeyRefusals;
 
-pub(crate) use listener::{Direct, Timeouts, serve};
+pub(crate) use listener::{Direct, Services, Timeouts, serve};
+pub(crate) use wserver::Http1Push;
 
 /// What every route handler shares: the node, the producer keys, and the
 /// count of calls refused for want of one.
@@ -58,7 +59,12 @@ const JSON_ESCAPE_FACTOR: usize = 6;
 
 /// The body limit of a route taking one push (or one request of its size).
 fn single_push_limit(hub: &Hub) -> DefaultBodyLimit {
-    DefaultBodyLimit::max(crate::api::max_push_bytes(hub).saturating_mul(JSON_ESCAPE_FACTOR))
+    DefaultBodyLimit::max(single_push_bytes(hub))
+}
+
+/// The largest body of one push written as JSON, in bytes.
+fn single_push_bytes(hub: &Hub) -> usize {
+    crate::api::max_push_bytes(hub).saturating_mul(JSON_ESCAPE_FACTOR)
 }
 
 /// `route` behind the producer key and a body `limit`. The key check is a
@@ -86,13 +92,23 @@ fn guarded(
     route.route_layer(middleware::from_fn(check)).layer(limit)
 }
 
-/// The HTTP routes of the internal port. It sets no fallback, so it merges
-/// with the gRPC routes (whose fallback answers gRPC UNIMPLEMENTED).
-pub(crate) fn router(node: Arc<Node>, keys: ProducerKeys) -> Router {
+/// The HTTP side of the internal port.
+pub(crate) struct Internal {
+    /// Every HTTP route. It sets no fallback, so it merges with the gRPC
+    /// routes (whose fallback answers gRPC UNIMPLEMENTED).
+    pub(crate) router: Router,
+    /// wserver's `POST /push` over HTTP/1.1, which the listener serves
+    /// ahead of the router.
+    pub(crate) push: Http1Push,
+}
+
+/// The HTTP routes of the internal port.
+pub(crate) fn internal(node: Arc<Node>, keys: ProducerKeys) -> Internal {
     let shared = Shared::new(node, keys, ProducerTransport::Http);
     let health =
         Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics));
-    health.with_state(Arc::clone(&shared)).merge(wserver::routes(&shared)).merge(mirror::routes(&shared))
+    let router = health.with_state(Arc::clone(&shared)).merge(wserver::routes(&shared)).merge(mirror::routes(&shared));
+    Internal { router, push: Http1Push::new(&shared) }
 }
 
 /// wserver's `POST /push` alone, for the public listener of a wserver

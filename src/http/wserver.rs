@@ -7,28 +7,88 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper::body::Body as _;
+use hyper::body::Incoming;
 use serde::Deserializer as _;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 
-use super::{Shared, guarded, single_push_limit};
+use super::deadlines::not_in_time;
+use super::{Shared, guarded, single_push_bytes, single_push_limit};
 use crate::api::{self, Code};
 use crate::core::{Payload, Push};
 
 /// wserver's answer to any request it cannot use.
 const ILLEGAL: &str = "request data illegal";
 
+/// The route's path.
+const PATH: &str = "/push";
+
 /// `POST /push`, behind the producer key.
 pub(super) fn routes(shared: &Arc<Shared>) -> Router {
     let push = guarded(shared, post(push), single_push_limit(&shared.node.hub), unauthorized);
-    Router::new().route("/push", push).with_state(Arc::clone(shared))
+    Router::new().route(PATH, push).with_state(Arc::clone(shared))
+}
+
+/// `POST /push` over HTTP/1.1 on the internal port, served by the listener
+/// itself ahead of the router: wserver's producers' hot path. The answers
+/// are the route's, byte for byte (the route behind the request body
+/// deadline: the producer key, then the body within its limit, then the
+/// push); what is saved is the router's matching, its per-request boxes and
+/// the two middleware layers, most of a push's own cost before its
+/// fan-out. Any other method or path goes to the router as before.
+pub(crate) struct Http1Push {
+    shared: Arc<Shared>,
+    /// The route's body limit ([`single_push_limit`]).
+    limit: usize,
+}
+
+impl Http1Push {
+    pub(super) fn new(shared: &Arc<Shared>) -> Self {
+        Self { shared: Arc::clone(shared), limit: single_push_bytes(&shared.node.hub) }
+    }
+
+    /// Whether `request` is a `POST /push`, which [`Self::call`] answers.
+    pub(crate) fn claims<B>(&self, request: &Request<B>) -> bool {
+        request.method() == Method::POST && request.uri().path() == PATH
+    }
+
+    /// Answers `request`, read and answered within `timeout` of the end of
+    /// its head, else 408 and the connection closes (as the router's
+    /// HTTP/1 requests are, see `deadlines::read_in_time`).
+    pub(crate) fn call(&self, request: Request<Incoming>, timeout: Duration) -> BoxFuture<'static, Response> {
+        let shared = Arc::clone(&self.shared);
+        let limit = self.limit;
+        Box::pin(async move {
+            if !shared.authorized(request.headers()) {
+                shared.refusals.refused();
+                return unauthorized();
+            }
+            let answer = async {
+                match Limited::new(request.into_body(), limit).collect().await {
+                    Ok(body) => answer(&shared, &body.to_bytes()).await,
+                    Err(error) if error.is::<LengthLimitError>() => too_large(),
+                    Err(_) => illegal(),
+                }
+            };
+            let mut response = tokio::time::timeout(timeout, answer).await.unwrap_or_else(|_| not_in_time());
+            // What axum's router adds to each answer, and where.
+            if let Some(length) = response.body().size_hint().exact() {
+                response.headers_mut().insert(header::CONTENT_LENGTH, length.into());
+            }
+            response
+        })
+    }
 }
 
 /// The 401 of a push without a valid key: an empty body, as wserver's.
@@ -36,16 +96,18 @@ fn unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
 }
 
-/// Converts wserver's body → `api::publish` → wserver's reply.
+/// The route's handler.
 async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
-        }
-        Err(_) => return illegal(),
-    };
-    let Some(push) = parse(&body) else {
+    match body {
+        Ok(body) => answer(&shared, &body).await,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        Err(_) => illegal(),
+    }
+}
+
+/// Converts wserver's body → `api::publish` → wserver's reply.
+async fn answer(shared: &Shared, body: &[u8]) -> Response {
+    let Some(push) = parse(body) else {
         return illegal();
     };
     match api::publish(&shared.node, push).await {
@@ -57,6 +119,10 @@ async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesReject
             Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
         },
     }
+}
+
+fn too_large() -> Response {
+    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
 }
 
 fn illegal() -> Response {
