@@ -130,14 +130,20 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Detecting<I> {
 /// internal port never wait on anything but the request body, so the limit
 /// is in effect one on reading the body.
 pub(super) async fn read_in_time(timeout: Duration, request: Request, next: Next) -> Response {
-    tokio::time::timeout(timeout, next.run(request)).await.unwrap_or_else(|_| not_in_time())
+    in_time(timeout, next.run(request)).await
 }
 
-/// The answer to an HTTP/1.x request not read in time: 408, and the
-/// connection closes.
-pub(super) fn not_in_time() -> Response {
-    tracing::debug!("HTTP/1 request not read in time");
-    (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], "request not received in time").into_response()
+/// `answer`, if it is ready within `timeout`; else 408, and the connection
+/// closes.
+pub(super) async fn in_time(timeout: Duration, answer: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::debug!(?timeout, "HTTP/1 request not read in time");
+            let reply = (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], "request not received in time");
+            reply.into_response()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use serde::Deserializer as _;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 
-use super::deadlines::not_in_time;
+use super::deadlines::in_time;
 use super::{Shared, guarded, single_push_bytes, single_push_limit};
 use crate::api::{self, Code};
 use crate::core::{Payload, Push};
@@ -81,7 +81,7 @@ impl Http1Push {
                     Err(_) => illegal(),
                 }
             };
-            let mut response = tokio::time::timeout(timeout, answer).await.unwrap_or_else(|_| not_in_time());
+            let mut response = in_time(timeout, answer).await;
             // What axum's router adds to each answer, and where.
             if let Some(length) = response.body().size_hint().exact() {
                 response.headers_mut().insert(header::CONTENT_LENGTH, length.into());
