@@ -736,3 +736,75 @@ async fn unknown_paths_get_404_over_http_and_unimplemented_over_grpc() {
     let path = PathAndQuery::from_static("/pushgate.v1.PushService/Stats");
     grpc.unary(tonic::Request::new(pushgate::proto::StatsRequest {}), path, codec).await.expect("stats");
 }
+
+/// Reads `n` HTTP/1.1 answers from `stream`, each as its status line and
+/// body (`"HTTP/1.1 200 OK | message sent to 1 clients"`).
+async fn answers(stream: &mut TcpStream, n: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut read = Vec::new();
+    let mut answers = Vec::new();
+    while answers.len() < n {
+        let text = String::from_utf8_lossy(&read).into_owned();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map_or(0, |n| n.parse::<usize>().expect("a length"));
+            if rest.len() >= length {
+                let status = head.lines().next().unwrap_or_default();
+                answers.push(format!("{status} | {}", &rest[..length]));
+                read.drain(..head.len() + 4 + length);
+                continue;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let got = timeout(WAIT, stream.read(&mut buf)).await.expect("an answer in time").expect("read");
+        assert!(got > 0, "closed after {answers:?}");
+        read.extend_from_slice(&buf[..got]);
+    }
+    answers
+}
+
+/// wserver's producers keep their connection: several pushes on one
+/// connection, sent one by one or all at once, a refused one among them
+/// (its body is read past), then a request of another kind (after which
+/// the connection is hyper's) and a push again — each answered in order,
+/// and only the pushes with a key made.
+#[tokio::test]
+async fn wserver_pushes_share_a_kept_alive_connection() {
+    use tokio::io::AsyncWriteExt as _;
+    let settings = Settings { api_keys: Some(vec!["k1".into()]), ..common::settings() };
+    let gw = common::start(settings).await;
+    let mut tab = gw.compat_tab("u1", "e").await;
+    let push = |key: &str, message: &str| {
+        let body = format!(r#"{{"userId":"u1","event":"e","message":"{message}"}}"#);
+        let head = format!("POST /push HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n");
+        format!("{head}content-length: {}\r\n\r\n{body}", body.len())
+    };
+    let mut producer = TcpStream::connect(gw.internal()).await.expect("connect");
+    let first = push("k1", "one");
+    let (head, body) = first.split_at(first.find("\r\n\r\n").expect("a head") + 4);
+    producer.write_all(head.as_bytes()).await.expect("write");
+    producer.write_all(body.as_bytes()).await.expect("write");
+    assert_eq!(answers(&mut producer, 1).await, ["HTTP/1.1 200 OK | message sent to 1 clients"]);
+    let together = [push("k2", "refused"), push("k1", "two"), push("k1", "three")].concat();
+    producer.write_all(together.as_bytes()).await.expect("write");
+    assert_eq!(
+        answers(&mut producer, 3).await,
+        [
+            "HTTP/1.1 401 Unauthorized | ",
+            "HTTP/1.1 200 OK | message sent to 1 clients",
+            "HTTP/1.1 200 OK | message sent to 1 clients",
+        ]
+    );
+    let other = [&b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"[..], push("k1", "four").as_bytes()].concat();
+    producer.write_all(&other).await.expect("write");
+    assert_eq!(
+        answers(&mut producer, 2).await,
+        ["HTTP/1.1 200 OK | ok", "HTTP/1.1 200 OK | message sent to 1 clients"]
+    );
+    for expected in ["one", "two", "three", "four"] {
+        assert_eq!(next_text(&mut tab).await, expected);
+    }
+    assert_eq!(gw.running.hub.stats().pushes, 4, "the refused push was not made");
+}

@@ -83,3 +83,28 @@ async fn drain_spreads_the_closes_over_the_drain_period() {
     assert!(last <= drain / 2, "the last closed after {last:?}, not within half of {drain:?}");
     tokio::time::timeout(common::WAIT, gw.running.wait()).await.expect("shutdown completes");
 }
+
+/// A producer's idle keep-alive HTTP/1.1 connection does not hold the
+/// drain: it is closed at the signal (not when it has been idle for the
+/// handshake timeout) and the process exits long before the drain timeout.
+#[tokio::test]
+async fn an_idle_producer_connection_is_closed_at_the_signal() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut gw = GatewayProcess::spawn(&["--drain-timeout", "60s", "--handshake-timeout", "60s"]);
+    let mut producer = tokio::net::TcpStream::connect(gw.internal).await.expect("connect");
+    let body = r#"{"userId":"u1","event":"e","message":"m"}"#;
+    let push = format!("POST /push HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    producer.write_all(push.as_bytes()).await.expect("write");
+    let mut answer = [0u8; 512];
+    let n = tokio::time::timeout(common::WAIT, producer.read(&mut answer)).await.expect("in time").expect("read");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK"), "{:?}", String::from_utf8_lossy(&answer[..n]));
+
+    let signalled = Instant::now();
+    gw.sigterm();
+    let mut rest = Vec::new();
+    tokio::time::timeout(common::WAIT, producer.read_to_end(&mut rest)).await.expect("closed in time").expect("read");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let exit = gw.exited(common::WAIT).await.expect("exited");
+    assert!(exit.success(), "exit status {exit}");
+    assert!(signalled.elapsed() < Duration::from_secs(30), "exited after {:?}", signalled.elapsed());
+}

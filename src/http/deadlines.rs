@@ -26,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::reply::Reply;
+
 /// The client preface every HTTP/2 connection starts with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -140,10 +142,15 @@ pub(super) async fn in_time(timeout: Duration, answer: impl Future<Output = Resp
         Ok(response) => response,
         Err(_) => {
             tracing::debug!(?timeout, "HTTP/1 request not read in time");
-            let reply = (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], "request not received in time");
-            reply.into_response()
+            late().into_response()
         }
     }
+}
+
+/// The 408 of a request not read and answered in time, which closes its
+/// connection.
+pub(super) fn late() -> Reply {
+    Reply::text(StatusCode::REQUEST_TIMEOUT, "request not received in time").with(header::CONNECTION, "close")
 }
 
 #[cfg(test)]

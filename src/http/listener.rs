@@ -1,6 +1,9 @@
 //! The internal listener's accept loop: HTTP/1.1 and HTTP/2 with prior
-//! knowledge (h2c, which is what gRPC clients speak) on one port, detected
-//! per connection by hyper-util's `auto` builder.
+//! knowledge (h2c, which is what gRPC clients speak) on one port. A
+//! connection of wserver's plain `POST /push` requests is served without
+//! hyper ([`http1`]); any other request goes, with the rest of its
+//! connection, to hyper-util's `auto` builder, which tells HTTP/1.1 from
+//! HTTP/2.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,8 +27,9 @@ use tower::ServiceExt as _;
 use tower::util::Oneshot;
 use tracing::Instrument as _;
 
-use super::Http1Push;
 use super::deadlines::{Detecting, read_in_time};
+use super::{Http1Push, http1};
+use crate::net::prefixed::Prefixed;
 use crate::net::throttle::{LogThrottle, REPORT_INTERVAL};
 use crate::net::{accept_loop, tls};
 
@@ -102,8 +106,7 @@ pub(crate) async fn serve<D: Direct>(
     let timed =
         router.clone().layer(middleware::from_fn(move |request, next| read_in_time(body_timeout, request, next)));
     let service = Arc::new(Dispatch { direct, push, body_timeout, http2: router, http1: timed });
-    let handshake_timeout = timeouts.handshake;
-    let builder = connection_builder(handshake_timeout);
+    let builder = connection_builder(timeouts.handshake);
     let graceful = GracefulShutdown::new();
     let tls_failures = Arc::new(LogThrottle::new(REPORT_INTERVAL));
     let setup = ConnSetup {
@@ -113,7 +116,8 @@ pub(crate) async fn serve<D: Direct>(
         service: &service,
         tls: tls.as_ref(),
         tls_failures: &tls_failures,
-        handshake_timeout,
+        timeouts,
+        shutdown: &shutdown,
     };
     accept_loop(&listener, "internal", &shutdown, |stream, peer| setup.spawn(stream, peer)).await;
     drop(listener);
@@ -203,20 +207,26 @@ struct ConnSetup<'a, D> {
     /// Failed handshakes are logged at most once per interval: anyone who
     /// reaches the port can fail one.
     tls_failures: &'a Arc<LogThrottle>,
-    handshake_timeout: Duration,
+    timeouts: Timeouts,
+    /// Closes idle connections served without hyper (hyper's have `graceful`).
+    shutdown: &'a CancellationToken,
 }
 
 impl<D: Direct> ConnSetup<'_, D> {
-    /// Serves `stream` on its own task, watched by the graceful shutdown.
+    /// Serves `stream` on its own task: wserver's plain `POST /push`
+    /// requests without hyper ([`http1::serve`]), then (if anything else
+    /// comes) with hyper, watched by the graceful shutdown.
     fn spawn(&self, stream: TcpStream, peer: std::net::SocketAddr) {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let span = tracing::debug_span!("producer_conn", id = NEXT_ID.fetch_add(1, Ordering::Relaxed), %peer);
         let service = Served(Arc::clone(self.service));
         let builder = self.builder.clone();
         let tls = self.tls.cloned();
-        let timeout = self.handshake_timeout;
+        let timeouts = self.timeouts;
+        let timeout = timeouts.handshake;
         let tls_failures = Arc::clone(self.tls_failures);
         let watcher = self.graceful.watcher();
+        let shutdown = self.shutdown.clone();
         self.tracker.spawn(
             async move {
                 let socket = match tls::accept(tls.as_ref(), stream, timeout).await {
@@ -228,7 +238,13 @@ impl<D: Direct> ConnSetup<'_, D> {
                         return;
                     }
                 };
-                let socket = TokioIo::new(Detecting::new(socket, timeout));
+                let (socket, read) = match http1::serve(socket, &service.0.push, timeouts, &shutdown).await {
+                    http1::Served::Done => return,
+                    http1::Served::Hyper(socket, read) => (socket, read),
+                };
+                // What was read holds the start of a request: unless it is
+                // the start of HTTP/2's preface, the deadline is off at once.
+                let socket = TokioIo::new(Detecting::new(Prefixed::new(read, socket), timeout));
                 let connection = watcher.watch(builder.serve_connection(socket, service).into_owned());
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "producer connection ended with an error");

@@ -9,23 +9,25 @@
 
 mod deadlines;
 pub(crate) mod fuzzing;
+mod http1;
 mod listener;
 mod mirror;
+mod reply;
 mod wserver;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
 use crate::api::Node;
 use crate::core::{Hub, ProducerKeys, ProducerTransport};
-use crate::net::bearer;
 use crate::net::throttle::KeyRefusals;
+use crate::net::{bearer, header_text};
 
 pub(crate) use listener::{Direct, Services, Timeouts, serve};
 pub(crate) use wserver::Http1Push;
@@ -49,8 +51,12 @@ impl Shared {
     /// True when `headers` carry a valid producer key, or none is required.
     /// Constant time in the key (see [`ProducerKeys::check`]).
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.keys.check(value.and_then(bearer))
+        self.authorized_by(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+    }
+
+    /// [`Self::authorized`], given the first `Authorization` header's value.
+    fn authorized_by(&self, authorization: Option<&[u8]>) -> bool {
+        self.keys.check(authorization.and_then(header_text).and_then(bearer))
     }
 }
 

@@ -13,17 +13,17 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper::body::Body as _;
 use hyper::body::Incoming;
 use serde::Deserializer as _;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 
 use super::deadlines::in_time;
+use super::reply::Reply;
 use super::{Shared, guarded, single_push_bytes, single_push_limit};
 use crate::api::{self, Code};
 use crate::core::{Payload, Push};
@@ -36,7 +36,8 @@ const PATH: &str = "/push";
 
 /// `POST /push`, behind the producer key.
 pub(super) fn routes(shared: &Arc<Shared>) -> Router {
-    let push = guarded(shared, post(push), single_push_limit(&shared.node.hub), unauthorized);
+    let refusal = || unauthorized().into_response();
+    let push = guarded(shared, post(push), single_push_limit(&shared.node.hub), refusal);
     Router::new().route(PATH, push).with_state(Arc::clone(shared))
 }
 
@@ -70,34 +71,55 @@ impl Http1Push {
         let shared = Arc::clone(&self.shared);
         let limit = self.limit;
         Box::pin(async move {
-            if !shared.authorized(request.headers()) {
-                shared.refusals.refused();
-                return unauthorized();
+            if !authorized(&shared, request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+                return unauthorized().into_response();
             }
             let answer = async {
-                match Limited::new(request.into_body(), limit).collect().await {
+                let reply = match Limited::new(request.into_body(), limit).collect().await {
                     Ok(body) => answer(&shared, &body.to_bytes()).await,
                     Err(error) if error.is::<LengthLimitError>() => too_large(),
                     Err(_) => illegal(),
-                }
+                };
+                reply.into_response()
             };
-            let mut response = in_time(timeout, answer).await;
-            // What axum's router adds to each answer, and where.
-            if let Some(length) = response.body().size_hint().exact() {
-                response.headers_mut().insert(header::CONTENT_LENGTH, length.into());
-            }
-            response
+            in_time(timeout, answer).await
         })
+    }
+
+    /// The largest body a push may have.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether a request whose first `Authorization` header is
+    /// `authorization` may push; a refusal is counted.
+    pub(super) fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        authorized(&self.shared, authorization)
+    }
+
+    /// The answer to a push with this `body`, having made the push.
+    pub(super) async fn answer(&self, body: &[u8]) -> Reply {
+        answer(&self.shared, body).await
     }
 }
 
+/// Whether a producer key allows the request; a refusal is counted.
+fn authorized(shared: &Shared, authorization: Option<&[u8]>) -> bool {
+    let allowed = shared.authorized_by(authorization);
+    if !allowed {
+        shared.refusals.refused();
+    }
+    allowed
+}
+
 /// The 401 of a push without a valid key: an empty body, as wserver's.
-fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
+/// The key check answers it ahead of the handler.
+pub(super) fn unauthorized() -> Reply {
+    Reply::status(StatusCode::UNAUTHORIZED).with(header::WWW_AUTHENTICATE, "Bearer").length_last()
 }
 
 /// The route's handler.
-async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Reply {
     match body {
         Ok(body) => answer(&shared, &body).await,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
@@ -106,27 +128,27 @@ async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesReject
 }
 
 /// Converts wserver's body → `api::publish` → wserver's reply.
-async fn answer(shared: &Shared, body: &[u8]) -> Response {
+pub(super) async fn answer(shared: &Shared, body: &[u8]) -> Reply {
     let Some(push) = parse(body) else {
         return illegal();
     };
     match api::publish(&shared.node, push).await {
-        Ok(reply) => format!("message sent to {} clients", reply.delivered).into_response(),
+        Ok(reply) => Reply::text(StatusCode::OK, format!("message sent to {} clients", reply.delivered)),
         Err(error) => match error.code() {
             Code::InvalidArgument => illegal(),
-            Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED.into_response(),
-            Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+            Code::ResourceExhausted => Reply::status(StatusCode::PAYLOAD_TOO_LARGE),
+            Code::Unauthenticated => Reply::status(StatusCode::UNAUTHORIZED),
+            Code::Unavailable => Reply::text(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
         },
     }
 }
 
-fn too_large() -> Response {
-    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
+fn too_large() -> Reply {
+    Reply::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
 }
 
-fn illegal() -> Response {
-    (StatusCode::BAD_REQUEST, ILLEGAL).into_response()
+fn illegal() -> Reply {
+    Reply::text(StatusCode::BAD_REQUEST, ILLEGAL)
 }
 
 /// The push a wserver body asks for, or `None` when wserver would answer

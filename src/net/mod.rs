@@ -1,7 +1,9 @@
 //! Plumbing both listeners share, so each policy exists once: the accept loop,
-//! TLS, the `Authorization: Bearer` parser, and the throttle of log lines a
-//! peer can cause.
+//! TLS, the hand-over of a half-read connection to hyper, the `Authorization:
+//! Bearer` parser and header text, and the throttle of log lines a peer can
+//! cause.
 
+pub(crate) mod prefixed;
 pub(crate) mod throttle;
 pub(crate) mod tls;
 
@@ -82,6 +84,13 @@ async fn accept(
     };
     let (stream, peer) = listener.accept().await?;
     Ok((stream, peer, permit))
+}
+
+/// A header value as text when it is visible ASCII (or tabs), as
+/// `HeaderValue::to_str` reads it; `None` otherwise.
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
+    let visible = value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// The credentials of an `Authorization: Bearer <credentials>` value. The

@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::admission::SessionSlot;
 use super::{Listener, Mode, WsContext, origin};
 use crate::core::{AuthError, Identity};
-use crate::net::bearer;
 use crate::net::tls::Socket;
+use crate::net::{bearer, header_text as text};
 
 /// The sub-protocol that selects the envelope mode.
 pub const ENVELOPE_PROTOCOL: &str = "pushgate.v1";
@@ -286,13 +286,6 @@ fn list_has(req: &impl UpgradeRequest, name: HeaderName, matches: impl Fn(&[u8])
     req.values(name)
         .filter(|v| text(v).is_some())
         .any(|v| v.split(|&b| b == b',').any(|item| matches(item.trim_ascii())))
-}
-
-/// A header value as text when it is visible ASCII (or tabs), as
-/// `HeaderValue::to_str` reads it; `None` otherwise.
-fn text(value: &[u8]) -> Option<&str> {
-    let visible = value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
-    visible.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// The token given at the handshake: `Authorization: Bearer ...`, else

@@ -8,13 +8,11 @@
 //! its answers stay hyper's.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::header::HeaderName;
 use hyper::{Method, Version};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt as _;
 
 use super::MAX_HEADER_BYTES;
 use super::handshake::UpgradeRequest;
@@ -168,63 +166,6 @@ impl UpgradeRequest for Claimed {
             .iter()
             .filter(move |&&(n, _)| self.at(n).eq_ignore_ascii_case(name.as_str().as_bytes()))
             .map(|&(_, v)| self.at(v))
-    }
-}
-
-/// A socket with bytes already read from it, which it yields first: how
-/// hyper gets a connection whose first head was read here.
-pub(super) struct Prefixed {
-    prefix: Bytes,
-    socket: Socket,
-}
-
-impl Prefixed {
-    pub fn new(prefix: Bytes, socket: Socket) -> Self {
-        Self { prefix, socket }
-    }
-
-    /// The socket and what of the prefix was not read.
-    pub fn into_parts(self) -> (Socket, Bytes) {
-        (self.socket, self.prefix)
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.prefix.is_empty() {
-            return Pin::new(&mut this.socket).poll_read(cx, buf);
-        }
-        let n = this.prefix.len().min(buf.remaining());
-        buf.put_slice(&this.prefix[..n]);
-        this.prefix.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().socket).poll_shutdown(cx)
     }
 }
 

@@ -49,6 +49,7 @@ use crate::config::PublicConfig;
 use crate::core::hub::{MAX_USER_ID_BYTES, check_length};
 use crate::core::{AuthError, Authenticator, Broker, Hub, Identity};
 use crate::net::accept_loop_gated;
+use crate::net::prefixed::Prefixed;
 use crate::net::tls::{self, Socket};
 use admission::{Handshakes, MemoryWatch, Sessions};
 
@@ -244,7 +245,7 @@ async fn upgrade<'l>(listener: &'l Listener, arrived: Box<Arrived>) -> Option<Bo
     };
     let accepted = match first {
         Ok(Ok(head::First::Claimed(request))) => direct(listener, peer, stream, request).await?,
-        Ok(Ok(head::First::Other(read))) => with_hyper(listener, peer, head::Prefixed::new(read, stream)).await?,
+        Ok(Ok(head::First::Other(read))) => with_hyper(listener, peer, Prefixed::new(read, stream)).await?,
         Ok(Ok(head::First::Closed)) => return None,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "reading the request failed");
@@ -295,11 +296,7 @@ async fn direct<'l>(
 }
 
 /// Serves the connection with hyper's HTTP/1 until it ends or is upgraded.
-async fn with_hyper<'l>(
-    listener: &'l Listener,
-    peer: SocketAddr,
-    stream: head::Prefixed,
-) -> Option<handshake::Accepted<'l>> {
+async fn with_hyper<'l>(listener: &'l Listener, peer: SocketAddr, stream: Prefixed) -> Option<handshake::Accepted<'l>> {
     let pending = handshake::Pending::default();
     {
         let service = service_fn(|req| handshake::respond(listener, &pending, peer.ip(), req));

@@ -43,10 +43,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::handshake::{Accepted, Upgrade};
-use super::head::Prefixed;
 use super::protocol::BadRequest;
 use super::{MAX_HEADER_BYTES, Mode, WsContext, close, envelope, live, register};
 use crate::core::{CloseCode, CloseReason, ConnId, DropReason};
+use crate::net::prefixed::Prefixed;
 use crate::net::tls::Socket;
 
 /// The WebSocket over the upgraded stream, TCP or TLS (hyper's wrapper removed).
