@@ -5,6 +5,7 @@
 //! 401 without a valid key, 405 for
 //! other methods (docs/api.md, "wserver's POST /push").
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,8 @@ use axum::routing::post;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use serde::Deserializer as _;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer as _};
 
 use super::deadlines::in_time;
 use super::reply::Reply;
@@ -186,7 +187,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     /// leaves a field as it was — all as Go's `encoding/json`.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut fields = Fields::default();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Key(key)) = map.next_key()? {
             let slot = if key.eq_ignore_ascii_case("userId") {
                 &mut fields.user_id
             } else if key.eq_ignore_ascii_case("event") {
@@ -205,6 +206,11 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
+/// A key, borrowed from the body unless it holds escapes.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +221,8 @@ mod tests {
         assert_eq!((r.user_id.as_str(), r.event.as_str()), ("u", "e"));
         assert_eq!(r.payload, Payload::text("m"));
         assert!(parse(br#"{"userId":"u","event":"e","message":"m","userid":null}"#).is_some());
+        let escaped = parse(br#"{"user\u0049d":"u","\u0065vent":"e","message":"m"}"#).expect("escaped keys");
+        assert_eq!((escaped.user_id.as_str(), escaped.event.as_str()), ("u", "e"));
         assert!(parse(br#"{"userId":"u","event":"e","message":""}"#).is_none());
         assert!(parse(br#"{"userId":"u","event":"e"}"#).is_none());
         assert!(parse(br#"{"userId":1,"event":"e","message":"m"}"#).is_none());
