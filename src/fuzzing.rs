@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::core::{Hub, ProducerKeys};
 use crate::proto::{PushBatchReply, PushBatchRequest};
 
-pub use crate::http::fuzzing::wserver_body;
+pub use crate::http::fuzzing::{PushHead, push_head, wserver_body};
 pub use crate::ws::fuzzing::{
     ClaimedHead, ClientError, ClientMessage, Frame, Refused, Upgrade, client_message, delivery_frame, first_request,
     upgrade_checks,

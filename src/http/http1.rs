@@ -53,18 +53,18 @@ pub(super) enum Served {
 /// A `POST /push` this path serves: where its body starts and how long it
 /// is, and what its head asks.
 #[derive(Debug, PartialEq, Eq)]
-struct Head {
-    len: usize,
-    body: usize,
+pub(super) struct Head {
+    pub(super) len: usize,
+    pub(super) body: usize,
     /// `connection: close`.
-    close: bool,
+    pub(super) close: bool,
     /// The first `authorization` header's value, where it is in the head.
-    authorization: Option<(usize, usize)>,
+    pub(super) authorization: Option<(usize, usize)>,
 }
 
 /// What the bytes read so far begin with.
 #[derive(Debug, PartialEq, Eq)]
-enum Start {
+pub(super) enum Start {
     Push(Head),
     /// Not a whole head yet.
     Partial,
@@ -232,7 +232,7 @@ async fn read_more(socket: &mut Socket, buf: &mut Vec<u8>) -> Result<(), End> {
 
 /// Sorts the bytes read so far: a push this path serves, a head not whole
 /// yet, or anything else.
-fn start(buf: &[u8], limit: usize) -> Start {
+pub(super) fn start(buf: &[u8], limit: usize) -> Start {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(buf) {
@@ -248,10 +248,11 @@ fn start(buf: &[u8], limit: usize) -> Start {
         let name = header.name;
         let value = header.value;
         if name.eq_ignore_ascii_case("content-length") {
-            if body.is_some() {
-                return Start::Other;
+            // One, of plain digits: hyper answers the others.
+            match (body, content_length(value)) {
+                (None, Some(length)) => body = Some(length),
+                _ => return Start::Other,
             }
-            body = content_length(value);
         } else if name.eq_ignore_ascii_case("connection") {
             match value.trim_ascii() {
                 v if v.eq_ignore_ascii_case(b"close") => close = true,
@@ -312,6 +313,7 @@ mod tests {
             PUSH.replace("content-length: 5", "content-length: +5"),
             PUSH.replace("content-length: 5", "transfer-encoding: chunked"),
             PUSH.replace("host: x", "content-length: 5"),
+            PUSH.replace("host: x", "content-length: 5x"),
             PUSH.replace("host: x", "expect: 100-continue"),
             PUSH.replace("host: x", "connection: upgrade"),
             PUSH.replace("host: x", "upgrade: h2c"),

@@ -1,0 +1,80 @@
+//! The head of a producer's HTTP/1.1 request, as the internal listener reads
+//! it before hyper (docs/architecture.md, "The path of a push"): it serves a
+//! plain `POST /push` itself and hands everything else to hyper.
+//!
+//! Invariants, against an independent reading of HTTP/1.1's request head
+//! (RFC 9112 §2–5: optional empty lines, a request line, header lines of
+//! `name: value`, an empty line; each line ending in CRLF or LF):
+//! - a request served here is `POST /push HTTP/1.1` (no query), its head
+//!   within the bytes read;
+//! - it has exactly one `content-length`, of plain digits, equal to the
+//!   body length it is served with, and within the limit;
+//! - it has no `transfer-encoding`, `expect` or `upgrade`, and its
+//!   `connection` headers are `close` or `keep-alive` (close when one says so);
+//! - its key is the first `authorization` header's value.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pushgate::fuzzing::push_head;
+
+/// The body limit the target serves with.
+const LIMIT: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(head) = push_head(data, LIMIT) else { return };
+    assert!(head.len <= data.len(), "{head:?}");
+    let mut lines = Lines { data: &data[..head.len], at: 0 };
+    let mut line = lines.next().expect("a request line");
+    while line.is_empty() {
+        line = lines.next().expect("a request line after the empty ones");
+    }
+    assert_eq!(line, b"POST /push HTTP/1.1", "{head:?}");
+    let (mut lengths, mut close, mut authorization) = (Vec::new(), false, None);
+    loop {
+        let line = lines.next().expect("the head ends with an empty line");
+        if line.is_empty() {
+            break;
+        }
+        let colon = line.iter().position(|&b| b == b':').expect("a header line has a colon");
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        assert!(!name.is_empty() && !name.iter().any(|b| b.is_ascii_whitespace()), "{line:?}");
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        match name.as_str() {
+            "content-length" => lengths.push(value.to_vec()),
+            "connection" => {
+                let value = value.to_ascii_lowercase();
+                assert!(value == b"close" || value == b"keep-alive", "connection: {value:?} served here");
+                close |= value == b"close";
+            }
+            "authorization" => {
+                authorization.get_or_insert(value.to_vec());
+            }
+            "transfer-encoding" | "expect" | "upgrade" => panic!("a request with {name} served here"),
+            _ => {}
+        }
+    }
+    assert_eq!(lines.at, head.len, "the head ends where the listener says");
+    let [length] = lengths.as_slice() else { panic!("{} content-lengths: {head:?}", lengths.len()) };
+    assert!(!length.is_empty() && length.iter().all(u8::is_ascii_digit), "content-length {length:?}");
+    assert_eq!(std::str::from_utf8(length).ok().and_then(|l| l.parse().ok()), Some(head.body));
+    assert!(head.body <= LIMIT, "{head:?}");
+    assert_eq!(head.close, close, "{head:?}");
+    assert_eq!(head.authorization.as_deref().map(<[u8]>::trim_ascii), authorization.as_deref(), "{head:?}");
+});
+
+/// The lines of `data` from `at`, each without its CRLF or LF.
+struct Lines<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.data[self.at..];
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        self.at += end + 1;
+        Some(rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]))
+    }
+}
