@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::Http1Push;
 use super::deadlines::late;
 use super::listener::Timeouts;
+use super::reply::Reply;
 use super::wserver::unauthorized;
 use crate::net::tls::Socket;
 
@@ -73,78 +74,98 @@ pub(super) enum Start {
 }
 
 /// Serves `socket` until it closes, or until a request this path leaves to
-/// hyper, whose the connection then is. `shutdown` closes it between
-/// requests; a request read when it comes is answered with `connection:
-/// close`.
+/// hyper, to which the connection then belongs. `shutdown` closes it
+/// between requests; a request read when it comes is answered with
+/// `connection: close`.
 pub(super) async fn serve(
-    mut socket: Socket,
+    socket: Socket,
     push: &Http1Push,
     timeouts: Timeouts,
     shutdown: &CancellationToken,
 ) -> Served {
-    let mut buf = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(256);
+    let mut conn = Conn { socket, buf: Vec::with_capacity(1024), out: Vec::with_capacity(256) };
     loop {
-        let head = match read_head(&mut socket, &mut buf, push.limit(), timeouts.handshake, shutdown).await {
+        let head = match read_head(&mut conn.socket, &mut conn.buf, push.limit(), timeouts.handshake, shutdown).await {
             Ok(Some(head)) => head,
-            Ok(None) => return Served::Hyper(socket, Bytes::from(buf)),
+            Ok(None) => return Served::Hyper(conn.socket, Bytes::from(conn.buf)),
             Err(end) => {
                 end.log();
                 return Served::Done;
             }
         };
-        let end = head.len + head.body;
-        let deadline = Instant::now() + timeouts.request_body;
-        let authorization = head.authorization.map(|(start, end)| &buf[start..end]);
-        let reply = if push.authorized(authorization) {
-            // Read and answered within the deadline, as the route is.
-            let answered = timeout_at(deadline, async {
-                fill(&mut socket, &mut buf, end).await?;
-                Ok::<_, End>(push.answer(&buf[head.len..end]).await)
-            });
-            match answered.await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(end)) => {
-                    end.log();
-                    return Served::Done;
-                }
-                Err(_) => {
-                    tracing::debug!(timeout = ?timeouts.request_body, "HTTP/1 push not read in time");
-                    late()
-                }
-            }
-        } else {
-            unauthorized()
-        };
-        let close = head.close || reply.closes() || shutdown.is_cancelled();
-        out.clear();
-        reply.write_http1(&mut out, close);
-        let answered = timeout_at(Instant::now() + timeouts.request_body, async {
-            socket.write_all(&out).await.map_err(End::Failed)?;
-            socket.flush().await.map_err(End::Failed)?;
-            if close {
-                return socket.shutdown().await.map_err(End::Failed);
-            }
-            // The body of a refused push is read past, as hyper does, to
-            // keep the connection.
-            fill(&mut socket, &mut buf, end).await
-        });
-        match answered.await {
-            Ok(Ok(())) if !close => {}
-            Ok(Ok(())) => return Served::Done,
-            Ok(Err(end)) => {
+        let reply = match conn.answer(&head, push, timeouts.request_body).await {
+            Ok(reply) => reply,
+            Err(end) => {
                 end.log();
                 return Served::Done;
             }
-            Err(_) => {
-                tracing::debug!("producer connection ended: its answer, or a refused body, took too long");
+        };
+        let close = head.close || reply.closes() || shutdown.is_cancelled();
+        match conn.respond(&reply, close, head.len + head.body, timeouts.request_body).await {
+            Ok(()) if !close => {}
+            Ok(()) => return Served::Done,
+            Err(end) => {
+                end.log();
                 return Served::Done;
             }
         }
-        buf.drain(..end);
-        if buf.capacity() > KEPT_BUFFER && buf.len() < KEPT_BUFFER {
-            buf.shrink_to(KEPT_BUFFER);
+    }
+}
+
+/// A connection on this path: its socket, what was read from it and not yet
+/// served, and the buffer its answers are written from.
+struct Conn {
+    socket: Socket,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Makes the push `head` asks for, once its body is read, and gives its
+    /// answer: 401 without a valid key (the body is not waited for), 408 if
+    /// the body is not read and answered within `timeout`.
+    async fn answer(&mut self, head: &Head, push: &Http1Push, timeout: Duration) -> Result<Reply, End> {
+        let authorization = head.authorization.map(|(start, end)| &self.buf[start..end]);
+        if !push.authorized(authorization) {
+            return Ok(unauthorized());
         }
+        let end = head.len + head.body;
+        let answered = timeout_at(Instant::now() + timeout, async {
+            fill(&mut self.socket, &mut self.buf, end).await?;
+            Ok::<_, End>(push.answer(&self.buf[head.len..end]).await)
+        });
+        match answered.await {
+            Ok(reply) => reply,
+            Err(_) => {
+                tracing::debug!(?timeout, "HTTP/1 push not read in time");
+                Ok(late())
+            }
+        }
+    }
+
+    /// Writes `reply` within `timeout`, then either closes the connection
+    /// (`close`) or makes it ready for the next request: the request's
+    /// bytes (up to `end`) are dropped, the body of a refused push being
+    /// read past first, as hyper does, to keep the connection.
+    async fn respond(&mut self, reply: &Reply, close: bool, end: usize, timeout: Duration) -> Result<(), End> {
+        self.out.clear();
+        reply.write_http1(&mut self.out, close);
+        let written = timeout_at(Instant::now() + timeout, async {
+            self.socket.write_all(&self.out).await.map_err(End::Failed)?;
+            self.socket.flush().await.map_err(End::Failed)?;
+            if close {
+                return self.socket.shutdown().await.map_err(End::Failed);
+            }
+            fill(&mut self.socket, &mut self.buf, end).await
+        });
+        written.await.map_err(|_| End::Slow)??;
+        if !close {
+            self.buf.drain(..end);
+            if self.buf.capacity() > KEPT_BUFFER && self.buf.len() < KEPT_BUFFER {
+                self.buf.shrink_to(KEPT_BUFFER);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -152,10 +173,13 @@ pub(super) async fn serve(
 enum End {
     /// The client closed it.
     Closed,
-    /// A read failed.
+    /// A read or write failed.
     Failed(io::Error),
     /// No whole head within the handshake timeout.
     Late,
+    /// An answer not taken, or a refused body not sent, within the request
+    /// body timeout.
+    Slow,
     /// Shutdown, between requests.
     ShuttingDown,
 }
@@ -165,6 +189,7 @@ impl End {
         match self {
             End::Failed(error) => tracing::debug!(%error, "producer connection ended with an error"),
             End::Late => tracing::debug!("producer connection ended: no request head within the handshake timeout"),
+            End::Slow => tracing::debug!("producer connection ended: its answer, or a refused body, took too long"),
             End::Closed | End::ShuttingDown => {}
         }
     }
