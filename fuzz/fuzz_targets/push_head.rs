@@ -15,6 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pushgate_fuzz::Lines;
 use pushgate::fuzzing::push_head;
 
 /// The body limit the target serves with.
@@ -23,7 +24,7 @@ const LIMIT: usize = 4096;
 fuzz_target!(|data: &[u8]| {
     let Some(head) = push_head(data, LIMIT) else { return };
     assert!(head.len <= data.len(), "{head:?}");
-    let mut lines = Lines { data: &data[..head.len], at: 0 };
+    let mut lines = Lines::new(&data[..head.len]);
     let mut line = lines.next().expect("a request line");
     while line.is_empty() {
         line = lines.next().expect("a request line after the empty ones");
@@ -53,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
     }
-    assert_eq!(lines.at, head.len, "the head ends where the listener says");
+    assert_eq!(lines.read(), head.len, "the head ends where the listener says");
     let [length] = lengths.as_slice() else { panic!("{} content-lengths: {head:?}", lengths.len()) };
     assert!(!length.is_empty() && length.iter().all(u8::is_ascii_digit), "content-length {length:?}");
     assert_eq!(std::str::from_utf8(length).ok().and_then(|l| l.parse().ok()), Some(head.body));
@@ -61,20 +62,3 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(head.close, close, "{head:?}");
     assert_eq!(head.authorization.as_deref().map(<[u8]>::trim_ascii), authorization.as_deref(), "{head:?}");
 });
-
-/// The lines of `data` from `at`, each without its CRLF or LF.
-struct Lines<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = &self.data[self.at..];
-        let end = rest.iter().position(|&b| b == b'\n')?;
-        self.at += end + 1;
-        Some(rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]))
-    }
-}

@@ -15,6 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pushgate_fuzz::Lines;
 use pushgate::fuzzing::first_request;
 
 /// The longest head the listener answers itself.
@@ -26,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let Some(claimed) = first_request(data) else { return };
-    let mut lines = Lines { data, at: 0 };
+    let mut lines = Lines::new(data);
     let mut line = lines.next().expect("a request line");
     while line.is_empty() {
         line = lines.next().expect("a request line after the empty ones");
@@ -52,23 +53,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert!(headers.next().is_none(), "a header the head does not hold");
-    assert!(lines.at <= MAX_HEAD, "a head of {} bytes claimed", lines.at);
-    assert_eq!(claimed.rest, &data[lines.at..], "what follows the head");
+    assert!(lines.read() <= MAX_HEAD, "a head of {} bytes claimed", lines.read());
+    assert_eq!(claimed.rest, &data[lines.read()..], "what follows the head");
 });
-
-/// The lines of `data` from `at`, each without its CRLF or LF.
-struct Lines<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = &self.data[self.at..];
-        let end = rest.iter().position(|&b| b == b'\n')?;
-        self.at += end + 1;
-        Some(rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]))
-    }
-}

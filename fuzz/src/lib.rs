@@ -94,3 +94,32 @@ mod tests {
         assert_eq!(base64_decode("Z==="), None);
     }
 }
+
+/// The lines of an HTTP/1.1 head (RFC 9112 §2.2), each without its CRLF or
+/// LF, read from the start of `data`.
+pub struct Lines<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Lines<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data, at: 0 }
+    }
+
+    /// How many bytes the lines read so far took, line ends included.
+    pub fn read(&self) -> usize {
+        self.at
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.data[self.at..];
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        self.at += end + 1;
+        Some(rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]))
+    }
+}
