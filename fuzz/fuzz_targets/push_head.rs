@@ -15,8 +15,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pushgate_fuzz::Lines;
 use pushgate::fuzzing::push_head;
+use pushgate_fuzz::Lines;
 
 /// The body limit the target serves with.
 const LIMIT: usize = 4096;

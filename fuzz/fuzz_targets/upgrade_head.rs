@@ -15,8 +15,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pushgate_fuzz::Lines;
 use pushgate::fuzzing::first_request;
+use pushgate_fuzz::Lines;
 
 /// The longest head the listener answers itself.
 const MAX_HEAD: usize = 8 * 1024;
