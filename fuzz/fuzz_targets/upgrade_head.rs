@@ -28,25 +28,14 @@ fuzz_target!(|data: &[u8]| {
     }
     let Some(claimed) = first_request(data) else { return };
     let mut lines = Lines::new(data);
-    let mut line = lines.next().expect("a request line");
-    while line.is_empty() {
-        line = lines.next().expect("a request line after the empty ones");
-    }
     let request_line = format!("GET {} HTTP/1.1", claimed.target);
-    assert_eq!(line, request_line.as_bytes(), "{claimed:?}");
+    assert_eq!(lines.request_line(), request_line.as_bytes(), "{claimed:?}");
     let path = claimed.target.split('?').next().unwrap_or_default();
     assert_eq!(path, "/ws", "{claimed:?}");
     let mut headers = claimed.headers.iter();
-    loop {
-        let line = lines.next().expect("the head ends with an empty line");
-        if line.is_empty() {
-            break;
-        }
-        let colon = line.iter().position(|&b| b == b':').expect("a header line has a colon");
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        assert!(!name.is_empty() && !name.iter().any(|b| b.is_ascii_whitespace()), "{line:?}");
+    while let Some((name, value)) = lines.header() {
         let (got_name, got_value) = headers.next().expect("every header line is a header");
-        assert!(got_name.as_bytes().eq_ignore_ascii_case(name), "{got_name} for {line:?}");
+        assert!(got_name.as_bytes().eq_ignore_ascii_case(name), "{got_name} for {name:?}");
         assert_eq!(got_value.trim_ascii(), value, "{got_name}");
         for body in ["content-length", "transfer-encoding"] {
             assert!(!got_name.eq_ignore_ascii_case(body), "a request with {got_name} claimed");

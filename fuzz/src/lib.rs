@@ -107,6 +107,29 @@ impl<'a> Lines<'a> {
         Self { data, at: 0 }
     }
 
+    /// The request line, past any empty lines before it.
+    pub fn request_line(&mut self) -> &'a [u8] {
+        loop {
+            let line = self.next().expect("a request line");
+            if !line.is_empty() {
+                return line;
+            }
+        }
+    }
+
+    /// The next header line as its name and value (without the blank space
+    /// around the value); `None` at the empty line that ends the head.
+    pub fn header(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let line = self.next().expect("the head ends with an empty line");
+        if line.is_empty() {
+            return None;
+        }
+        let colon = line.iter().position(|&b| b == b':').expect("a header line has a colon");
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        assert!(!name.is_empty() && !name.iter().any(|b| b.is_ascii_whitespace()), "{line:?}");
+        Some((name, value))
+    }
+
     /// How many bytes the lines read so far took, line ends included.
     pub fn read(&self) -> usize {
         self.at
