@@ -207,13 +207,15 @@ async fn read_head(
 ) -> Result<Option<Head>, End> {
     let deadline = Instant::now() + timeout;
     loop {
-        match start(buf, limit) {
-            Start::Push(head) => return Ok(Some(head)),
-            Start::Other => return Ok(None),
-            Start::Partial if buf.len() > MAX_HEAD_BYTES => return Ok(None),
-            Start::Partial => {}
-        }
         let idle = buf.is_empty();
+        if !idle {
+            match start(buf, limit) {
+                Start::Push(head) => return Ok(Some(head)),
+                Start::Other => return Ok(None),
+                Start::Partial if buf.len() > MAX_HEAD_BYTES => return Ok(None),
+                Start::Partial => {}
+            }
+        }
         let read = async {
             match timeout_at(deadline, read_more(socket, buf)).await {
                 Ok(read) => read,
