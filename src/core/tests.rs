@@ -493,3 +493,51 @@ async fn the_heartbeat_pings_every_connection_once_a_few_at_a_time() {
     stop.cancel();
     beat.await.expect("the heartbeat ends");
 }
+
+/// A wire that notes the clock `wire::now` gives each write, then lets the
+/// real clock pass that reading, so a fresh reading would differ.
+#[derive(Default)]
+struct ClockWire {
+    stamps: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+impl Wire for Arc<ClockWire> {
+    fn write(&self, _: &[Arc<Delivery>]) -> Wrote {
+        let stamp = wire::now();
+        self.stamps.lock().expect("stamps").push(stamp);
+        while std::time::Instant::now() <= stamp {
+            std::hint::spin_loop();
+        }
+        Wrote::All
+    }
+}
+
+/// The writes at the end of a run share one reading of the clock per
+/// sixteen connections; outside a run's writes the clock is read afresh.
+#[test]
+fn a_runs_writes_share_a_clock_reading_per_sixteen_connections() {
+    let hub = hub(HubConfig::default());
+    let user: UserId = Arc::from("c");
+    let wire = Arc::new(ClockWire::default());
+    let (_woken, waker) = woken_flag();
+    let mut cx = Context::from_waker(&waker);
+    let mut outboxes = Vec::new();
+    for id in 0..40 {
+        let outbox = hub.new_outbox();
+        hub.join(&user, id, Arc::clone(&outbox), &events(&["e"]), None).expect("join");
+        outbox.attach_wire(Box::new(Arc::clone(&wire)));
+        assert!(outbox.poll_drain(&mut cx, &mut Vec::new(), true).is_pending(), "idle");
+        outboxes.push(outbox);
+    }
+    write_through(|| hub.publish(text("c", "e", "m")).expect("publish"));
+    let stamps = wire.stamps.lock().expect("stamps").clone();
+    assert_eq!(stamps.len(), 40);
+    for (i, group) in stamps.chunks(16).enumerate() {
+        assert!(group.iter().all(|s| *s == group[0]), "group {i} read the clock more than once");
+        if i > 0 {
+            assert!(group[0] > stamps[16 * i - 1], "group {i} kept the previous reading");
+        }
+    }
+    let later = wire::now();
+    assert!(later > stamps[39], "outside a run the clock is read afresh");
+}

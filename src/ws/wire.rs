@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use super::{Mode, envelope};
-use crate::core::{Delivery, Payload, Wire, WriteLatency, Wrote};
+use crate::core::{Delivery, Payload, Wire, WriteLatency, Wrote, wire};
 
 /// Frames given to one `writev`: a connection's share of a run is rarely
 /// more, and the frames and their slices stay on the stack.
@@ -63,7 +63,7 @@ impl SocketWire {
 impl Wire for SocketWire {
     fn write(&self, deliveries: &[Arc<Delivery>]) -> Wrote {
         if let Some(oldest) = deliveries.first() {
-            self.latency.written(oldest.accepted.elapsed());
+            self.latency.written(wire::now().saturating_duration_since(oldest.accepted));
         }
         if let [one] = deliveries {
             // The usual case (one push, one connection): no arrays to fill.
