@@ -14,7 +14,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::future::BoxFuture;
@@ -72,7 +72,8 @@ impl Http1Push {
         let shared = Arc::clone(&self.shared);
         let limit = self.limit;
         Box::pin(async move {
-            if !authorized(&shared, request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+            if !shared.authorized(request.headers()) {
+                shared.refusals.refused();
                 return unauthorized().into_response();
             }
             let answer = async {
@@ -95,22 +96,17 @@ impl Http1Push {
     /// Whether a request whose first `Authorization` header is
     /// `authorization` may push; a refusal is counted.
     pub(super) fn authorized(&self, authorization: Option<&[u8]>) -> bool {
-        authorized(&self.shared, authorization)
+        let allowed = self.shared.authorized_by(authorization);
+        if !allowed {
+            self.shared.refusals.refused();
+        }
+        allowed
     }
 
     /// The answer to a push with this `body`, having made the push.
     pub(super) async fn answer(&self, body: &[u8]) -> Reply {
         answer(&self.shared, body).await
     }
-}
-
-/// Whether a producer key allows the request; a refusal is counted.
-fn authorized(shared: &Shared, authorization: Option<&[u8]>) -> bool {
-    let allowed = shared.authorized_by(authorization);
-    if !allowed {
-        shared.refusals.refused();
-    }
-    allowed
 }
 
 /// The 401 of a push without a valid key: an empty body, as wserver's.
