@@ -43,7 +43,7 @@ const MAX_HEADERS: usize = 32;
 const KEPT_BUFFER: usize = 16 * 1024;
 
 /// How a connection left [`serve`].
-pub(super) enum Served {
+pub(super) enum Outcome {
     /// It is closed, or is to be.
     Done,
     /// It is hyper's from here: the socket, and the bytes read from it that
@@ -82,31 +82,31 @@ pub(super) async fn serve(
     push: &Http1Push,
     timeouts: Timeouts,
     shutdown: &CancellationToken,
-) -> Served {
+) -> Outcome {
     let mut conn = Conn { socket, buf: Vec::with_capacity(1024), out: Vec::with_capacity(256) };
     loop {
         let head = match read_head(&mut conn.socket, &mut conn.buf, push.limit(), timeouts.handshake, shutdown).await {
             Ok(Some(head)) => head,
-            Ok(None) => return Served::Hyper(conn.socket, Bytes::from(conn.buf)),
+            Ok(None) => return Outcome::Hyper(conn.socket, Bytes::from(conn.buf)),
             Err(end) => {
                 end.log();
-                return Served::Done;
+                return Outcome::Done;
             }
         };
         let reply = match conn.answer(&head, push, timeouts.request_body).await {
             Ok(reply) => reply,
             Err(end) => {
                 end.log();
-                return Served::Done;
+                return Outcome::Done;
             }
         };
         let close = head.close || reply.closes() || shutdown.is_cancelled();
         match conn.respond(&reply, close, head.len + head.body, timeouts.request_body).await {
             Ok(()) if !close => {}
-            Ok(()) => return Served::Done,
+            Ok(()) => return Outcome::Done,
             Err(end) => {
                 end.log();
-                return Served::Done;
+                return Outcome::Done;
             }
         }
     }

@@ -239,8 +239,8 @@ impl<D: Direct> ConnSetup<'_, D> {
                     }
                 };
                 let (socket, read) = match http1::serve(socket, &service.0.push, timeouts, &shutdown).await {
-                    http1::Served::Done => return,
-                    http1::Served::Hyper(socket, read) => (socket, read),
+                    http1::Outcome::Done => return,
+                    http1::Outcome::Hyper(socket, read) => (socket, read),
                 };
                 // What was read holds the start of a request: unless it is
                 // the start of HTTP/2's preface, the deadline is off at once.

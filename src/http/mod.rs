@@ -48,15 +48,20 @@ impl Shared {
         Arc::new(Self { node, keys, refusals })
     }
 
-    /// True when `headers` carry a valid producer key, or none is required.
-    /// Constant time in the key (see [`ProducerKeys::check`]).
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        self.authorized_by(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+    /// True when `headers` carry a valid producer key, or none is required;
+    /// a refusal is counted (and logged at most once per interval,
+    /// [`KeyRefusals`]). Constant time in the key (see [`ProducerKeys::check`]).
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        self.admits_key(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
     }
 
-    /// [`Self::authorized`], given the first `Authorization` header's value.
-    fn authorized_by(&self, authorization: Option<&[u8]>) -> bool {
-        self.keys.check(authorization.and_then(header_text).and_then(bearer))
+    /// [`Self::admits`], given the first `Authorization` header's value.
+    fn admits_key(&self, authorization: Option<&[u8]>) -> bool {
+        let admitted = self.keys.check(authorization.and_then(header_text).and_then(bearer));
+        if !admitted {
+            self.refusals.refused();
+        }
+        admitted
     }
 }
 
@@ -88,10 +93,9 @@ fn guarded(
     let check = move |request: Request, next: Next| {
         let shared = Arc::clone(&shared);
         async move {
-            if shared.authorized(request.headers()) {
+            if shared.admits(request.headers()) {
                 return next.run(request).await;
             }
-            shared.refusals.refused();
             refusal()
         }
     };

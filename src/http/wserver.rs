@@ -42,13 +42,14 @@ pub(super) fn routes(shared: &Arc<Shared>) -> Router {
     Router::new().route(PATH, push).with_state(Arc::clone(shared))
 }
 
-/// `POST /push` over HTTP/1.1 on the internal port, served by the listener
-/// itself ahead of the router: wserver's producers' hot path. The answers
-/// are the route's, byte for byte (the route behind the request body
-/// deadline: the producer key, then the body within its limit, then the
-/// push); what is saved is the router's matching, its per-request boxes and
-/// the two middleware layers, most of a push's own cost before its
-/// fan-out. Any other method or path goes to the router as before.
+/// `POST /push` over HTTP/1.1 on the internal port, served ahead of the
+/// router: wserver's producers' hot path. The listener's own HTTP/1.1 path
+/// (`http1`) uses its key check and answer for plain requests; [`Self::call`]
+/// serves those that reach hyper, without the router's matching, its
+/// per-request boxes and the two middleware layers. The answers are the
+/// route's, byte for byte (the route behind the request body deadline: the
+/// producer key, then the body within its limit, then the push). Any other
+/// method or path goes to the router as before.
 pub(crate) struct Http1Push {
     shared: Arc<Shared>,
     /// The route's body limit ([`single_push_limit`]).
@@ -72,8 +73,7 @@ impl Http1Push {
         let shared = Arc::clone(&self.shared);
         let limit = self.limit;
         Box::pin(async move {
-            if !shared.authorized(request.headers()) {
-                shared.refusals.refused();
+            if !shared.admits(request.headers()) {
                 return unauthorized().into_response();
             }
             let answer = async {
@@ -96,11 +96,7 @@ impl Http1Push {
     /// Whether a request whose first `Authorization` header is
     /// `authorization` may push; a refusal is counted.
     pub(super) fn authorized(&self, authorization: Option<&[u8]>) -> bool {
-        let allowed = self.shared.authorized_by(authorization);
-        if !allowed {
-            self.shared.refusals.refused();
-        }
-        allowed
+        self.shared.admits_key(authorization)
     }
 
     /// The answer to a push with this `body`, having made the push.
@@ -125,7 +121,7 @@ async fn push(State(shared): State<Arc<Shared>>, body: Result<Bytes, BytesReject
 }
 
 /// Converts wserver's body → `api::publish` → wserver's reply.
-pub(super) async fn answer(shared: &Shared, body: &[u8]) -> Reply {
+async fn answer(shared: &Shared, body: &[u8]) -> Reply {
     let Some(push) = parse(body) else {
         return illegal();
     };
