@@ -275,6 +275,23 @@ fn the_history_budget_evicts_the_oldest_deliveries_of_any_user_first() {
 }
 
 #[test]
+fn a_steady_stream_of_pushes_keeps_the_budgets_records_near_the_live_count() {
+    // Two kept per user, seven users: each push evicts the user's push of
+    // 14 pushes ago, whose record is then at the front of the list. Without
+    // the front drops the list would grow to 2 × 14 + 4096 records and then
+    // be compacted whole, stopping every publisher meanwhile.
+    let hub = hub(HubConfig { history_size: 2, ..HubConfig::default() });
+    for i in 0..10_000 {
+        hub.publish(text(&format!("u{}", i % 7), "e", "m")).expect("publish");
+        assert!(hub.budget.records() <= 14 + 2, "push {i}: {} records for 14 kept", hub.budget.records());
+    }
+    // The list still starts at the oldest kept delivery (push 9 986, u4's
+    // 1 427th), the one the budget would evict first.
+    let oldest = hub.budget.oldest().expect("a live record");
+    assert_eq!((&*oldest.keeper.user, oldest.seq), ("u4", 1427));
+}
+
+#[test]
 fn a_kept_push_costs_a_small_record_beside_its_payload() {
     // What history holds per kept push besides the payload's buffer
     // (BENCHMARKS.md, "Memory per idle connection and per kept message"):
