@@ -558,3 +558,17 @@ fn a_runs_writes_share_a_clock_reading_per_sixteen_connections() {
     let later = wire::now();
     assert!(later > stamps[39], "outside a run the clock is read afresh");
 }
+
+#[test]
+fn an_epoch_is_sixteen_lowercase_hex_digits() {
+    let epochs: std::collections::HashSet<_> = (0..1000).map(|_| super::hub::new_epoch()).collect();
+    assert_eq!(epochs.len(), 1000, "no two alike");
+    for epoch in &epochs {
+        assert_eq!(epoch.len(), 16, "{epoch}");
+        assert!(epoch.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{epoch}");
+    }
+    // Every digit position is used (a wrong shift would leave some at 0).
+    for i in 0..16 {
+        assert!(epochs.iter().any(|e| e.as_bytes()[i] != b'0'), "digit {i} is always 0");
+    }
+}

@@ -607,7 +607,7 @@ fn replay_ms(ttl_ms: u128) -> u32 {
 
 /// A fresh, unpredictable epoch: 16 hex digits from a randomly seeded hasher
 /// over the process, the time and a counter (so two are never alike).
-fn new_epoch() -> Arc<str> {
+pub(super) fn new_epoch() -> Arc<str> {
     static COUNT: AtomicU64 = AtomicU64::new(0);
     // Asked once: `process::id` is a system call each time, and a new
     // user's entry (each first connection of a user) makes an epoch.
@@ -615,5 +615,11 @@ fn new_epoch() -> Arc<str> {
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
     let process = *PROCESS.get_or_init(std::process::id);
     let seed = RandomState::default().hash_one((process, Instant::now(), n));
-    Arc::from(format!("{seed:016x}"))
+    // By hand, not `format!`: the formatting machinery was most of a new
+    // user's cost here (each first connection of a user pays it).
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(seed >> (60 - 4 * i)) as usize & 0xf];
+    }
+    Arc::from(std::str::from_utf8(&hex).unwrap_or("0000000000000000"))
 }
