@@ -11,8 +11,8 @@ mod cli;
 /// freed small blocks again whenever a larger request comes (its fastbin
 /// consolidation); the allocations that follow are handed cold memory too.
 /// With jemalloc, the same bursts of pushes cost about a quarter less CPU per
-/// delivery and an idle connection no more memory (BENCHMARKS.md,
-/// "jemalloc").
+/// delivery and an idle connection no more memory (BENCHMARKS.md, "jemalloc,
+/// and the history budget's pause").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
