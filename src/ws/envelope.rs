@@ -154,17 +154,22 @@ fn text(value: serde_json::Value) -> Message {
 pub(super) fn registered(user: &str, conn: ConnId, joined: &Joined) -> Message {
     let events_len: usize = joined.events.iter().map(|e| e.len() + 3).sum();
     let mut out = String::with_capacity(96 + user.len() + events_len + joined.epoch.len());
+    // `itoa`, not `write!`, as in `push_seq_ts`.
+    let mut digits = itoa::Buffer::new();
     out.push_str(r#"{"type":"registered","user":"#);
     push_json_str(&mut out, user);
-    // Writing into a String cannot fail.
-    let _ = write!(out, r#","conn":"{conn}","events":["#);
+    out.push_str(r#","conn":""#);
+    out.push_str(digits.format(conn));
+    out.push_str(r#"","events":["#);
     for (i, event) in joined.events.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         push_json_str(&mut out, event);
     }
-    let _ = write!(out, r#"],"seq":{},"epoch":"#, joined.seq);
+    out.push_str(r#"],"seq":"#);
+    out.push_str(digits.format(joined.seq));
+    out.push_str(r#","epoch":"#);
     push_json_str(&mut out, &joined.epoch);
     out.push('}');
     Message::Text(out.into())
