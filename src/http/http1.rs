@@ -126,7 +126,7 @@ impl Conn {
     /// the body is not read and answered within `timeout`.
     async fn answer(&mut self, head: &Head, push: &Http1Push, timeout: Duration) -> Result<Reply, End> {
         let authorization = head.authorization.map(|(start, end)| &self.buf[start..end]);
-        if !push.authorized(authorization) {
+        if !push.admits_key(authorization) {
             return Ok(unauthorized());
         }
         let end = head.len + head.body;

@@ -93,9 +93,10 @@ impl Http1Push {
         self.limit
     }
 
-    /// Whether a request whose first `Authorization` header is
-    /// `authorization` may push; a refusal is counted.
-    pub(super) fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+    /// `Shared::admits_key` for the listener's own path, which has no
+    /// `Shared` of its own: whether a request whose first `Authorization`
+    /// header is `authorization` may push; a refusal is counted.
+    pub(super) fn admits_key(&self, authorization: Option<&[u8]>) -> bool {
         self.shared.admits_key(authorization)
     }
 
