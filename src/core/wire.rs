@@ -113,7 +113,7 @@ impl Drop for EndOfRun {
 
 /// The time to measure a write's latency with: during a run's writes, the
 /// run's reading of the clock (see [`WRITES_PER_CLOCK`]); otherwise now.
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     RUN.with_borrow(|run| run.clock).unwrap_or_else(Instant::now)
 }
 
