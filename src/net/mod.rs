@@ -3,6 +3,7 @@
 //! Bearer` parser and header text, and the throttle of log lines a peer can
 //! cause.
 
+pub(crate) mod options;
 pub(crate) mod prefixed;
 pub(crate) mod throttle;
 pub(crate) mod tls;
@@ -22,7 +23,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Accepts connections on `listener` until `shutdown`, handing each to
-/// `accepted` with `TCP_NODELAY` set (pushes are small and latency matters).
+/// `accepted` with `TCP_NODELAY` set (pushes are small and latency matters;
+/// see [`options`]).
 /// A failed accept never ends the loop: it is logged and the loop pauses,
 /// backing off from 10 ms to 1 s while failures repeat, so a full file table
 /// neither spins the CPU nor stops the listener for long once it clears.
@@ -32,20 +34,23 @@ pub(crate) async fn accept_loop(
     shutdown: &CancellationToken,
     mut accepted: impl FnMut(TcpStream, SocketAddr),
 ) {
-    accept_loop_gated(listener, name, shutdown, None, |stream, peer, _| accepted(stream, peer)).await;
+    accept_loop_gated(listener, name, shutdown, None, 0, |stream, peer, _| accepted(stream, peer)).await;
 }
 
 /// [`accept_loop`], taking a permit of `gate` (when given) before each
 /// accept and handing it over with the connection: while the gate has no
 /// permit left, nothing is accepted and new connections wait in the kernel's
-/// accept queue (`--listen-backlog`), costing this process nothing.
+/// accept queue (`--listen-backlog`), costing this process nothing. Each
+/// socket gets `send_buffer` as its `SO_SNDBUF` (0: the kernel's sizing).
 pub(crate) async fn accept_loop_gated(
     listener: &TcpListener,
     name: &'static str,
     shutdown: &CancellationToken,
     gate: Option<&Arc<Semaphore>>,
+    send_buffer: usize,
     mut accepted: impl FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>),
 ) {
+    let mut options = options::SocketOptions::on_listener(listener, send_buffer);
     let mut backoff = MIN_BACKOFF;
     loop {
         let next = tokio::select! {
@@ -56,9 +61,7 @@ pub(crate) async fn accept_loop_gated(
         match next {
             Ok((stream, peer, permit)) => {
                 backoff = MIN_BACKOFF;
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "TCP_NODELAY not set");
-                }
+                options.apply(&stream);
                 accepted(stream, peer, permit);
             }
             Err(error) => {

@@ -176,15 +176,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     let sampler = Arc::clone(&ctx);
     tokio::spawn(async move { sampler.admission.memory.run(&sampler.hub, sampler.shutdown.clone()).await });
     let gate = ctx.admission.handshakes.gate();
-    // On each accepted socket: a listener's SO_SNDBUF set after listen() is
-    // not passed on to the sockets it accepts.
     let send_buffer = ctx.config.socket_send_buffer;
-    accept_loop_gated(&listener, "public", &ctx.shutdown, Some(gate), |stream, peer, permit| {
-        if send_buffer > 0
-            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer)
-        {
-            tracing::debug!(%error, "SO_SNDBUF not set");
-        }
+    accept_loop_gated(&listener, "public", &ctx.shutdown, Some(gate), send_buffer, |stream, peer, permit| {
         ctx.tracker.spawn(connection(Arc::clone(&shared), stream, peer, permit));
     })
     .await;
