@@ -1,5 +1,5 @@
-//! Plumbing both listeners share, so each policy exists once: the accept loop,
-//! TLS, the hand-over of a half-read connection to hyper, the `Authorization:
+//! Plumbing both listeners share, so each policy exists once: the accept loop
+//! and the options of accepted sockets, TLS, the hand-over of a half-read connection to hyper, the `Authorization:
 //! Bearer` parser and header text, and the throttle of log lines a peer can
 //! cause.
 
