@@ -1,7 +1,7 @@
 //! Plumbing both listeners share, so each policy exists once: the accept loop
-//! and the options of accepted sockets, TLS, the hand-over of a half-read connection to hyper, the `Authorization:
-//! Bearer` parser and header text, and the throttle of log lines a peer can
-//! cause.
+//! and the options of accepted sockets, TLS, the hand-over of a half-read
+//! connection to hyper, the `Authorization: Bearer` parser and header text,
+//! and the throttle of log lines a peer can cause.
 
 pub(crate) mod options;
 pub(crate) mod prefixed;
