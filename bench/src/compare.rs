@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use crate::phases::{self, Phase};
 use crate::plot::Sweep;
-use crate::report::{Measured, Report};
+use crate::report::{Connect, Measured, Report};
 use crate::scenarios::{self, Makespan, P4A_RATE, Scenarios};
 use crate::target::{Spawn, Target};
 use crate::{Args, Where};
@@ -160,13 +160,12 @@ impl Display for Outcome {
         if let Some(floor) = &self.floor {
             writeln!(f, "\nfloor server: {}", floor.gateway)?;
             if let Some(c) = &floor.connect {
-                let n = c.connections.max(1) as f64;
                 writeln!(
                     f,
                     "floor P9: {} in {:.2} s; floor {:.0} CPU-µs per connection",
                     c.connections,
                     c.elapsed.as_secs_f64(),
-                    c.server_cpu_us as f64 / n
+                    c.cpu_us_per_connection()
                 )?;
             }
             floor.table(f)?;
@@ -205,6 +204,11 @@ impl Outcome {
                 p.ratio()
             )
         };
+        if let Some(c) = &self.gateway.connect {
+            let other = floor.and_then(|r| r.connect.as_ref()).map(Connect::cpu_us_per_connection);
+            let p = Pair { gateway: c.cpu_us_per_connection(), floor: other };
+            line("P9 connect", "CPU-µs per connection", p, 1, "≤ 25 µs")?;
+        }
         if let Some(g) = find(Some(&self.gateway), "P1") {
             let fl = find(floor, "P1");
             line("P1 fan-out", "CPU-µs per delivery", Pair::of(g, fl, cpu_per_delivery), 2, "≤ 1.1× floor")?;

@@ -24,6 +24,11 @@ impl Connect {
     fn per_sec(&self) -> f64 {
         self.connections as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// The server's CPU-µs per connection (P9).
+    pub fn cpu_us_per_connection(&self) -> f64 {
+        self.server_cpu_us as f64 / self.connections.max(1) as f64
+    }
 }
 
 /// Gateway RSS before and after the connections registered (P6).
@@ -149,7 +154,7 @@ impl Display for Report {
                 "P9 connect+register: {} in {secs:.2} s = {:.0} conn/s; gateway {:.0} CPU-µs per connection, bench {:.0}",
                 c.connections,
                 c.per_sec(),
-                c.server_cpu_us as f64 / n,
+                c.cpu_us_per_connection(),
                 c.bench_cpu_us as f64 / n
             )?;
         }
