@@ -121,6 +121,56 @@ fn poll_shared<T>(
     }
 }
 
+/// Whether a read that fills less than its buffer shows the socket drained:
+/// so with the edge-triggered selectors (epoll, kqueue), as tokio's own
+/// `TcpStream::poll_read` reckons it (and not with mio's forced `poll`).
+const SHORT_READ_DRAINS: bool = cfg!(all(
+    not(mio_unsupported_force_poll_poll),
+    any(
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "ios",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+    )
+));
+
+/// Reads from a shared stream as tokio's `TcpStream::poll_read` does from
+/// an owned one: after a short read, which drained the socket, its
+/// readiness is cleared at once, so the next read waits for new data
+/// instead of making a system call that finds none (one `recvfrom` →
+/// `EAGAIN` per client frame of a live connection otherwise). `try_io`
+/// clears the readiness only on `WouldBlock`, so a short read is reported to
+/// it as one, and its bytes kept.
+fn poll_read_shared(stream: &TcpStream, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    use std::io::Read as _;
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        let unfilled = buf.initialize_unfilled();
+        let len = unfilled.len();
+        let mut short = None;
+        let read = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(stream)).read(unfilled)?;
+            if SHORT_READ_DRAINS && 0 < n && n < len {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        let n = match (read, short) {
+            (_, Some(n)) | (Ok(n), None) => n,
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (Err(e), None) => return Poll::Ready(Err(e)),
+        };
+        buf.advance(n);
+        return Poll::Ready(Ok(()));
+    }
+}
+
 /// Completes the TLS handshake when `acceptor` is set, within `timeout`.
 /// A client that fails the handshake (no certificate signed by the client CA,
 /// wrong protocol, too slow) gets an error, logged by the caller.
@@ -142,13 +192,7 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Socket::Shared(s) => {
-                let read = ready!(poll_shared(s, cx, tokio::io::Interest::READABLE, |s| {
-                    s.try_read(buf.initialize_unfilled())
-                }))?;
-                buf.advance(read);
-                Poll::Ready(Ok(()))
-            }
+            Socket::Shared(s) => poll_read_shared(s, cx, buf),
         }
     }
 }
@@ -196,5 +240,41 @@ impl AsyncWrite for Socket {
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Socket::Shared(s) => Poll::Ready(socket2::SockRef::from(&**s).shutdown(std::net::Shutdown::Write)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Reads once from `socket` into `buf`, failing after a few seconds.
+    async fn read(socket: &mut Socket, buf: &mut [u8]) -> usize {
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(buf)).await;
+        read.expect("data that was sent is read").expect("read")
+    }
+
+    #[tokio::test]
+    async fn a_shared_socket_drained_by_a_short_read_waits_for_new_data() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let shared = Arc::new(listener.accept().await.expect("accept").0);
+        let mut socket = Socket::Shared(Arc::clone(&shared));
+        let mut buf = [0u8; 64];
+        client.write_all(b"hello").await.expect("write");
+        assert_eq!(read(&mut socket, &mut buf).await, 5);
+        if SHORT_READ_DRAINS {
+            // Cleared: the next read waits for data without asking the kernel first.
+            let ready = std::future::poll_fn(|cx| Poll::Ready(shared.poll_read_ready(cx).is_ready())).await;
+            assert!(!ready, "the readiness was left set after a short read");
+        }
+        client.write_all(b" again").await.expect("write");
+        assert_eq!(read(&mut socket, &mut buf).await, 6);
+        assert_eq!(&buf[..6], b" again");
+        // A read that fills its buffer leaves the readiness set: the rest is
+        // read without new data coming.
+        client.write_all(&[7; 100]).await.expect("write");
+        assert_eq!(read(&mut socket, &mut buf).await, 64);
+        assert_eq!(read(&mut socket, &mut buf).await, 36);
     }
 }
