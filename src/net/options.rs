@@ -16,7 +16,8 @@ pub(crate) struct SocketOptions {
     /// `SO_SNDBUF` to ask for; 0 leaves the kernel's own sizing.
     send_buffer: usize,
     /// What the kernel made of `send_buffer` on the listener (Linux doubles
-    /// it), which an accepted socket that inherited it reports too.
+    /// it), which an accepted socket that inherited it reports too; `None`
+    /// when the listener refused the options.
     listener_buffer: Option<usize>,
     /// Whether accepted sockets come with the options; `None` until the
     /// first is checked.
@@ -34,7 +35,7 @@ impl SocketOptions {
         if let Err(error) = &set {
             tracing::debug!(%error, "socket options not set on the listener; set on each accepted socket");
         }
-        Self { send_buffer, inherited: set.is_err().then_some(false), listener_buffer: set.ok() }
+        Self { send_buffer, listener_buffer: set.ok(), inherited: None }
     }
 
     /// Gives `stream`, just accepted, the options it did not inherit.
@@ -56,8 +57,12 @@ impl SocketOptions {
         }
     }
 
-    /// Whether `stream` has the options its listener was given.
+    /// Whether `stream` has the options its listener was given (never, when
+    /// the listener refused them).
     fn came_with_them(&self, stream: &TcpStream) -> bool {
+        if self.listener_buffer.is_none() {
+            return false;
+        }
         let socket = SockRef::from(stream);
         let buffer = self.send_buffer == 0 || socket.send_buffer_size().ok() == self.listener_buffer;
         let came = socket.tcp_nodelay().unwrap_or(false) && buffer;

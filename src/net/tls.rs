@@ -101,19 +101,16 @@ impl Socket {
     }
 }
 
-/// Runs a non-blocking `io` call on `stream` once it is ready for
-/// `interest`, as tokio's own `TcpStream` methods do for an owned stream.
-fn poll_shared<T>(
+/// Runs a non-blocking write on `stream` once it is writable, as tokio's
+/// own `TcpStream` methods do for an owned stream (reads have their own,
+/// [`poll_read_shared`]).
+fn poll_write_shared<T>(
     stream: &TcpStream,
     cx: &mut Context<'_>,
-    interest: tokio::io::Interest,
     mut io: impl FnMut(&TcpStream) -> io::Result<T>,
 ) -> Poll<io::Result<T>> {
     loop {
-        let ready = if interest.is_readable() { stream.poll_read_ready(cx) } else { stream.poll_write_ready(cx) };
-        if let Err(e) = ready!(ready) {
-            return Poll::Ready(Err(e));
-        }
+        ready!(stream.poll_write_ready(cx))?;
         match io(stream) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             result => return Poll::Ready(result),
@@ -202,7 +199,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Socket::Shared(s) => poll_shared(s, cx, tokio::io::Interest::WRITABLE, |s| s.try_write(buf)),
+            Socket::Shared(s) => poll_write_shared(s, cx, |s| s.try_write(buf)),
         }
     }
 
@@ -214,7 +211,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            Socket::Shared(s) => poll_shared(s, cx, tokio::io::Interest::WRITABLE, |s| s.try_write_vectored(bufs)),
+            Socket::Shared(s) => poll_write_shared(s, cx, |s| s.try_write_vectored(bufs)),
         }
     }
 
