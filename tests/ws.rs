@@ -586,7 +586,7 @@ async fn a_client_that_never_answers_is_closed() {
         }
     };
     still(read_to_close).await;
-    assert_eq!(seen[0], 0x89, "a ping first: {seen:?}");
+    assert_eq!(seen[..2], [0x89, 0x00], "an empty ping first: {seen:?}");
     // Then, the close never answered, the server ends the connection.
     read_to_end(&mut tcp).await;
     gw.wait_online("mute", 0).await;

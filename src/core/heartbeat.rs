@@ -1,8 +1,10 @@
 //! One task drives the pings of every connection: no timer per connection.
 //!
-//! Every `ping_interval` it asks each joined connection's writer to send a
-//! ping; `pong_timeout` after that ping it closes the connection if it showed
-//! no sign of life since (any frame from the client counts). The pings are
+//! Every `ping_interval` it pings each joined connection — through the wire
+//! from this task while the connection's own task is idle with nothing to
+//! write (`core::wire`), else by asking that task to send it; `pong_timeout`
+//! after that ping it closes the connection if it showed no sign of life
+//! since (any frame from the client counts). The pings are
 //! not sent all at once but one hub slice at a time, spread evenly over
 //! `ping_interval - pong_timeout`: pinging 10 000 connections in one go wakes
 //! 10 000 writers and then reads 10 000 pongs, a burst that held pushes back
@@ -23,8 +25,8 @@ use super::outbox::Outbox;
 
 /// Connections pinged at once. A slice (one hub shard's connections) is
 /// pinged in chunks of this many, spread over its share of the interval:
-/// each ping wakes the connection's writer and brings a pong to read, and a
-/// push arriving meanwhile waits behind them. Pinging a whole slice (some 150
+/// each ping is a socket write (here, or by the connection's woken task) and
+/// brings a pong to read, and a push arriving meanwhile waits behind them. Pinging a whole slice (some 150
 /// connections of 10 000) in one go made the low-load latency's tail: P4a's
 /// p99 was 2.3 – 2.8× the floor server's (which sends no pings), and 0.8 –
 /// 1.1× with pings turned off; in chunks it is mostly 0.8 – 1.24×

@@ -327,14 +327,31 @@ impl Outbox {
         }
     }
 
-    /// Heartbeat, first pass: ask an idle connection's writer to send a ping.
+    /// Heartbeat, first pass: ping an idle connection. While its task is
+    /// idle with nothing queued, the ping goes out through the wire from
+    /// this thread, and the task is not woken for it (only for the pong);
+    /// otherwise the task is asked to send it.
     pub(crate) fn request_ping(&self) {
-        let mut q = self.lock();
-        if q.heartbeat == Heartbeat::Idle {
-            q.heartbeat = Heartbeat::PingDue;
-            drop(q);
-            self.waker.wake();
+        let mut guard = self.lock();
+        let q = &mut *guard;
+        if q.heartbeat != Heartbeat::Idle {
+            return;
         }
+        q.heartbeat = Heartbeat::Awaiting;
+        if let Some(wire) = q.wire.as_ref().filter(|_| q.wire_free && q.has_nothing_to_drain()) {
+            match wire.ping() {
+                Wrote::All => return,
+                Wrote::Part { rest: Some(rest), .. } => {
+                    q.rest = Some(Box::new(rest));
+                    q.wire_free = false;
+                }
+                Wrote::Part { rest: None, .. } => q.heartbeat = Heartbeat::PingDue,
+            }
+        } else {
+            q.heartbeat = Heartbeat::PingDue;
+        }
+        drop(guard);
+        self.waker.wake();
     }
 
     /// Heartbeat, second pass (a pong timeout after the first): a connection

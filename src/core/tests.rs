@@ -373,6 +373,11 @@ impl Wire for Arc<TestWire> {
         }
         Wrote::Part { frames: whole, rest: Some(bytes::Bytes::from_static(b"tail")) }
     }
+
+    /// Takes no pings: the connection's task sends them.
+    fn ping(&self) -> Wrote {
+        Wrote::Part { frames: 0, rest: None }
+    }
 }
 
 fn woken_flag() -> (Arc<std::sync::atomic::AtomicBool>, Waker) {
@@ -457,6 +462,88 @@ fn write_through_writes_idle_connections_and_hands_back_what_the_socket_refuses(
     assert!(woken.swap(false, std::sync::atomic::Ordering::SeqCst));
 }
 
+/// A wire whose socket takes the two bytes of a ping whole, one of them,
+/// or none, as `takes` says; counts the pings it is given.
+struct PingWire {
+    takes: usize,
+    pings: std::sync::atomic::AtomicUsize,
+}
+
+impl Wire for Arc<PingWire> {
+    fn write(&self, _: &[Arc<Delivery>]) -> Wrote {
+        Wrote::All
+    }
+
+    fn ping(&self) -> Wrote {
+        self.pings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match self.takes {
+            2 => Wrote::All,
+            1 => Wrote::Part { frames: 0, rest: Some(bytes::Bytes::from_static(&[0])) },
+            _ => Wrote::Part { frames: 0, rest: None },
+        }
+    }
+}
+
+/// The heartbeat pings an idle connection through its wire without waking
+/// its task; a ping the socket takes in part leaves its tail to the task,
+/// one it refuses (or any while the task holds the socket) is the task's to
+/// send, as without a wire. Either way an unanswered ping closes it.
+#[test]
+fn an_idle_connection_is_pinged_through_its_wire_without_a_wake() {
+    let hub = hub(HubConfig::default());
+    let user: UserId = Arc::from("p");
+    let (woken, waker) = woken_flag();
+    let mut cx = Context::from_waker(&waker);
+    let was_woken = || woken.swap(false, std::sync::atomic::Ordering::SeqCst);
+    // A joined connection whose task is idle, its socket taking `takes` bytes.
+    let idle = |takes: usize, cx: &mut Context<'_>| {
+        let outbox = hub.new_outbox();
+        hub.join(&user, hub.next_conn_id(), Arc::clone(&outbox), &events(&["e"]), None).expect("join");
+        let wire = Arc::new(PingWire { takes, pings: 0.into() });
+        outbox.attach_wire(Box::new(Arc::clone(&wire)));
+        assert!(outbox.poll_drain(cx, &mut Vec::new(), true).is_pending(), "idle");
+        (outbox, wire)
+    };
+    let pings = |wire: &PingWire| wire.pings.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Taken whole: nothing for the task, which is not woken.
+    let (outbox, wire) = idle(2, &mut cx);
+    outbox.request_ping();
+    assert_eq!(pings(&wire), 1);
+    assert!(!was_woken(), "woken for a ping the wire wrote");
+    assert!(outbox.poll_drain(&mut cx, &mut Vec::new(), true).is_pending(), "the ping was left to the task");
+    outbox.request_ping();
+    assert_eq!(pings(&wire), 1, "pinged again before an answer");
+    outbox.seen_alive();
+    assert!(outbox.check_pong(), "an answered ping closed the connection");
+    // Unanswered: closed at the check.
+    outbox.request_ping();
+    assert_eq!(pings(&wire), 2);
+    assert!(!outbox.check_pong() && outbox.is_closing(), "an unanswered ping did not close it");
+
+    // Taken in part: the tail goes to the task, woken for it, first.
+    let (outbox, wire) = idle(1, &mut cx);
+    outbox.request_ping();
+    assert!(was_woken(), "a cut ping did not wake the task");
+    let (_, drained) = drain(&outbox);
+    assert_eq!((pings(&wire), drained.ping, drained.rest.as_deref().map(|b| &b[..])), (1, false, Some(&[0u8][..])));
+
+    // Refused: the task sends the ping.
+    let (outbox, wire) = idle(0, &mut cx);
+    outbox.request_ping();
+    assert!(was_woken(), "a refused ping did not wake the task");
+    let (_, drained) = drain(&outbox);
+    assert_eq!((pings(&wire), drained.ping, drained.rest), (1, true, None));
+
+    // Held by its task: the wire is not used.
+    let (outbox, wire) = idle(2, &mut cx);
+    assert_eq!(outbox.hold_wire(), None);
+    outbox.request_ping();
+    assert!(was_woken(), "a busy task was not asked to ping");
+    assert_eq!((pings(&wire), drain(&outbox).1.ping), (0, true));
+    assert!(!outbox.check_pong(), "an unanswered ping did not close it");
+}
+
 /// On tokio's paused clock: one interval pings every joined connection
 /// exactly once, a few at a time, and closes the one that never answers,
 /// a pong timeout after its own ping.
@@ -525,6 +612,10 @@ impl Wire for Arc<ClockWire> {
         while std::time::Instant::now() <= stamp {
             std::hint::spin_loop();
         }
+        Wrote::All
+    }
+
+    fn ping(&self) -> Wrote {
         Wrote::All
     }
 }

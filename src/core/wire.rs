@@ -35,6 +35,11 @@ pub trait Wire: Send + Sync {
     /// Encodes `deliveries` and writes them in order, as far as the socket
     /// takes them now.
     fn write(&self, deliveries: &[Arc<Delivery>]) -> Wrote;
+
+    /// Writes a ping without waiting: [`Wrote::All`] when the socket took
+    /// it whole, else `Part` with no frame written and, if the socket took
+    /// part of it, the tail to write before anything else.
+    fn ping(&self) -> Wrote;
 }
 
 /// What [`Wire::write`] managed.

@@ -11,8 +11,8 @@
 //! nor one from the client goes unnoticed. Pings and pong timeouts come from
 //! the hub's one heartbeat task through the outbox. While the loop waits with
 //! everything written, a producer's thread may write deliveries to a plain
-//! TCP socket itself (`core::wire`); the loop takes the socket back before it
-//! writes anything of its own. Only a connection whose
+//! TCP socket itself (`core::wire`), and the heartbeat its pings; the loop
+//! takes the socket back before it writes anything of its own. Only a connection whose
 //! token expires holds a timer (boxed, so the others pay one pointer): it
 //! closes with 4002 at the expiry unless a refresh moved it. With a write
 //! delay (`--write-delay`) the first thing queued after a write starts a

@@ -1,5 +1,6 @@
 //! The WebSocket side of `core::wire`: how a producer's thread writes
-//! deliveries to an idle connection's plain TCP socket itself.
+//! deliveries (and the heartbeat its pings) to an idle connection's plain
+//! TCP socket itself.
 //!
 //! Each delivery's body is the one the session would send
 //! ([`envelope::body`], encoded once per delivery) and is framed here — a
@@ -97,7 +98,19 @@ impl Wire for SocketWire {
         }
         Wrote::All
     }
+
+    fn ping(&self) -> Wrote {
+        match self.send(&[IoSlice::new(&PING)]) {
+            Ok(2) => Wrote::All,
+            Ok(1) => Wrote::Part { frames: 0, rest: Some(Bytes::from_static(&PING[1..])) },
+            // Full or failed: the session sends it, or finds the error.
+            _ => Wrote::Part { frames: 0, rest: None },
+        }
+    }
 }
+
+/// A ping with no payload, as the session's own would be framed.
+const PING: [u8; 2] = [0x89, 0x00];
 
 /// Where `written` bytes of `frames` end: the whole frames before, and the
 /// tail of the frame cut, if one was.
