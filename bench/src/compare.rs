@@ -134,10 +134,6 @@ impl Pair {
     }
 }
 
-fn cpu_per_delivery(m: &Measured) -> f64 {
-    m.server_cpu_us as f64 / m.received.max(1) as f64
-}
-
 fn p50_us(m: &Measured) -> f64 {
     us(m.latency.p50)
 }
@@ -211,12 +207,24 @@ impl Outcome {
         }
         if let Some(g) = find(Some(&self.gateway), "P1") {
             let fl = find(floor, "P1");
-            line("P1 fan-out", "CPU-µs per delivery", Pair::of(g, fl, cpu_per_delivery), 2, "≤ 1.1× floor")?;
+            line(
+                "P1 fan-out",
+                "CPU-µs per delivery",
+                Pair::of(g, fl, Measured::server_us_per_delivery),
+                2,
+                "≤ 1.1× floor",
+            )?;
             line("P1 fan-out", "deliveries/s", Pair::of(g, fl, Measured::deliveries_per_sec), 0, "")?;
         }
         if let Some(g) = find(Some(&self.gateway), "P2") {
             let writes = format!("≤ 2.0 µs (floor: {:?} writes)", self.floor_writes);
-            line("P2 bursts", "CPU-µs per delivery", Pair::of(g, find(floor, "P2"), cpu_per_delivery), 2, &writes)?;
+            line(
+                "P2 bursts",
+                "CPU-µs per delivery",
+                Pair::of(g, find(floor, "P2"), Measured::server_us_per_delivery),
+                2,
+                &writes,
+            )?;
         }
         if let Some(g) = find(Some(&self.gateway), "P4 idle") {
             let fl = find(floor, "P4 idle");
@@ -232,7 +240,7 @@ impl Outcome {
         if let Some((g, fl)) = &self.scenarios {
             let has_floor = floor.is_some();
             if let Some(m) = &g.p3 {
-                let p = Pair::of(m, fl.p3.as_ref().filter(|_| has_floor), cpu_per_delivery);
+                let p = Pair::of(m, fl.p3.as_ref().filter(|_| has_floor), Measured::server_us_per_delivery);
                 line("P3 HTTP fan-out", "CPU-µs per delivery", p, 2, "≤ 1.1× floor")?;
             }
             if let Some(m) = &g.p4a {
@@ -276,7 +284,7 @@ fn scenario_table(f: &mut Formatter<'_>, server: &str, s: &Scenarios) -> fmt::Re
             m.received,
             m.elapsed.as_secs_f64(),
             m.deliveries_per_sec(),
-            cpu_per_delivery(m),
+            m.server_us_per_delivery(),
             us(l.p50),
             us(l.p99),
             us(l.p999),

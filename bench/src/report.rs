@@ -71,7 +71,7 @@ impl Measured {
         self.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn server_us_per_delivery(&self) -> f64 {
+    pub fn server_us_per_delivery(&self) -> f64 {
         self.server_cpu_us as f64 / self.received.max(1) as f64
     }
 
