@@ -25,12 +25,12 @@ use super::outbox::Outbox;
 
 /// Connections pinged at once. A slice (one hub shard's connections) is
 /// pinged in chunks of this many, spread over its share of the interval:
-/// each ping is a socket write (here, or by the connection's woken task) and
-/// brings a pong to read, and a push arriving meanwhile waits behind them. Pinging a whole slice (some 150
-/// connections of 10 000) in one go made the low-load latency's tail: P4a's
-/// p99 was 2.3 – 2.8× the floor server's (which sends no pings), and 0.8 –
-/// 1.1× with pings turned off; in chunks it is mostly 0.8 – 1.24×
-/// (BENCHMARKS.md).
+/// each ping is a socket write (here, or by the connection's woken task)
+/// and brings a pong to read, and a push arriving meanwhile waits behind
+/// them. Pinging a whole slice (some 150 connections of 10 000) in one go
+/// made the low-load latency's tail: P4a's p99 was 2.3 – 2.8× the floor
+/// server's (which sends no pings), and 0.8 – 1.1× with pings turned off;
+/// in chunks it is mostly 0.8 – 1.24× (BENCHMARKS.md).
 pub(crate) const PING_CHUNK: usize = 16;
 
 /// Runs until `shutdown` is cancelled. `pong_timeout` is expected to be

@@ -12,13 +12,13 @@
 //! the hub's one heartbeat task through the outbox. While the loop waits with
 //! everything written, a producer's thread may write deliveries to a plain
 //! TCP socket itself (`core::wire`), and the heartbeat its pings; the loop
-//! takes the socket back before it writes anything of its own. Only a connection whose
-//! token expires holds a timer (boxed, so the others pay one pointer): it
-//! closes with 4002 at the expiry unless a refresh moved it. With a write
-//! delay (`--write-delay`) the first thing queued after a write starts a
-//! hold, boxed and dropped at its end; the outbox is drained when it ends,
-//! so what was pushed meanwhile goes out in the same write (a close is not
-//! held), and no producer's thread writes to the socket.
+//! takes the socket back before it writes anything of its own. Only a
+//! connection whose token expires holds a timer (boxed, so the others pay
+//! one pointer): it closes with 4002 at the expiry unless a refresh moved
+//! it. With a write delay (`--write-delay`) the first thing queued after a
+//! write starts a hold, boxed and dropped at its end; the outbox is drained
+//! when it ends, so what was pushed meanwhile goes out in the same write (a
+//! close is not held), and no producer's thread writes to the socket.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
