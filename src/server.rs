@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::Node;
 use crate::config::{BrokerUrl, Config};
 use crate::core::{Authenticator, Broker, CloseCode, CloseReason, Hub, ProducerKeys};
-use crate::net::tls;
+use crate::net::{self, tls};
 use crate::{broker, grpc, http, ws};
 
 pub use crate::ws::ListenerStats;
@@ -34,20 +34,24 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds both listeners at the configured addresses with the configured
-    /// accept backlog.
+    /// accept backlog; the browsers' sockets get `--socket-send-buffer`.
     pub fn bind(config: &Config) -> io::Result<Self> {
         Ok(Self {
-            public: bind(config.public.addr, config.listen_backlog)?,
-            internal: bind(config.internal.addr, config.listen_backlog)?,
+            public: bind(config.public.addr, config.listen_backlog, config.public.socket_send_buffer)?,
+            internal: bind(config.internal.addr, config.listen_backlog, 0)?,
         })
     }
 }
 
 /// Binds `addr` with an explicit listen backlog, so that a reconnect storm is
-/// not held back by the kernel's default accept queue.
-pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// not held back by the kernel's default accept queue. The accepted sockets'
+/// options (`TCP_NODELAY`, and `send_buffer` as `SO_SNDBUF` unless 0) are set
+/// before `listen`, so that connections queued before the gateway accepts
+/// (while it connects to its broker, say) come with them too.
+pub fn bind(addr: SocketAddr, backlog: u32, send_buffer: usize) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    net::options::before_listen(&socket, send_buffer);
     socket.bind(addr)?;
     socket.listen(backlog)
 }

@@ -7,9 +7,36 @@
 //! on each socket (BENCHMARKS.md, "Socket options set once"). The first
 //! socket accepted is checked; if it did not come with them (another kernel,
 //! or the listener refused them), every socket gets them itself, as before.
+//!
+//! A socket takes its listener's options as they are when its handshake
+//! completes, which may be before anything is accepted: after a restart,
+//! browsers reconnect while the gateway still connects to its broker. So the
+//! gateway sets them before `listen` ([`before_listen`], used by
+//! `server::bind`); set only when the accept loop starts, the first socket
+//! would have come without them and every later one been set by hand.
+
+use std::io;
 
 use socket2::SockRef;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Sets the options on a socket about to listen, so that every connection
+/// it queues has them; on failure they are set when accepting (logged).
+pub(crate) fn before_listen(socket: &TcpSocket, send_buffer: usize) {
+    if let Err(error) = set(SockRef::from(socket), send_buffer) {
+        tracing::debug!(%error, "socket options not set before listen");
+    }
+}
+
+/// Sets `TCP_NODELAY` and, unless 0, `send_buffer` as `SO_SNDBUF` on
+/// `socket`; the send buffer the kernel made of it.
+fn set(socket: SockRef<'_>, send_buffer: usize) -> io::Result<usize> {
+    socket.set_tcp_nodelay(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer)?;
+    }
+    socket.send_buffer_size()
+}
 
 /// The options of one listener's accepted sockets.
 pub(crate) struct SocketOptions {
@@ -25,13 +52,10 @@ pub(crate) struct SocketOptions {
 }
 
 impl SocketOptions {
-    /// Sets the options on `listener`.
+    /// Sets the options on `listener` (again, when it was bound by
+    /// `server::bind`: a listener from elsewhere gets them here).
     pub(crate) fn on_listener(listener: &TcpListener, send_buffer: usize) -> Self {
-        let socket = SockRef::from(listener);
-        let set = socket
-            .set_tcp_nodelay(true)
-            .and_then(|()| if send_buffer > 0 { socket.set_send_buffer_size(send_buffer) } else { Ok(()) })
-            .and_then(|()| socket.send_buffer_size());
+        let set = set(SockRef::from(listener), send_buffer);
         if let Err(error) = &set {
             tracing::debug!(%error, "socket options not set on the listener; set on each accepted socket");
         }
@@ -124,6 +148,24 @@ mod tests {
             assert_eq!(options(&accepted), (true, wanted));
         }
         assert_eq!(set.inherited, Some(false));
+    }
+
+    /// A connection that completes its handshake before the accept loop
+    /// starts (a reconnect storm while the broker connects) still comes with
+    /// the options of a listener bound by `server::bind`: they were set
+    /// before `listen`.
+    #[tokio::test]
+    async fn a_connection_queued_before_the_accept_loop_comes_with_the_options() {
+        let wanted = sized(16 * 1024).await;
+        let listener = crate::server::bind("127.0.0.1:0".parse().expect("address"), 16, 16 * 1024).expect("bind");
+        let early = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let mut set = SocketOptions::on_listener(&listener, 16 * 1024);
+        let (accepted, _) = listener.accept().await.expect("accept");
+        set.apply(&accepted);
+        assert_eq!(options(&accepted), (true, wanted));
+        #[cfg(target_os = "linux")]
+        assert_eq!(set.inherited, Some(true), "the queued connection came without the options");
+        drop(early);
     }
 
     #[tokio::test]
