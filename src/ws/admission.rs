@@ -76,8 +76,9 @@ impl Drop for SessionSlot<'_> {
 /// What one open connection is counted as holding for `--max-memory`: its
 /// task, socket state and buffers. Measured at 2.6 KiB once idle after
 /// registering (BENCHMARKS.md, P6); a handshake holds its request's buffer
-/// (up to 8 KiB, and hyper's for a request that is not an upgrade) on top,
-/// hence the margin.
+/// on top (1 KiB for a browser's upgrade, doubling to 16 KiB at most for a
+/// head near `MAX_HEADER_BYTES`; hyper's for a request that is not an
+/// upgrade), hence the margin.
 pub(super) const CONNECTION_BYTES: u64 = 8 * 1024;
 
 /// How often the bytes queued in outboxes are summed (it visits every
